@@ -1,0 +1,585 @@
+//! The auth function over HTTP against a real MariaDB (a fresh database per test).
+
+use std::time::{Duration, Instant};
+
+use auth::{AppState, Settings, users};
+use base64::Engine;
+use vidmp3_runtime::config::Env;
+use vidmp3_runtime::jwt::Claims;
+
+const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+struct App {
+    url: String,
+    state: AppState,
+    client: reqwest::Client,
+}
+
+async fn spawn_app_with(database_url: &str, extra: &[(&str, &str)]) -> App {
+    let mut vars = vec![
+        ("DATABASE_URL", database_url),
+        ("JWT_SECRET", SECRET),
+        ("DB_CONNECT_TIMEOUT_SECONDS", "2"),
+    ];
+    vars.extend_from_slice(extra);
+    let settings = Settings::from_env(&Env::from_pairs(vars)).expect("settings");
+    let state = AppState::new(&settings).expect("state");
+    users::migrate(&state.pool).await.expect("migrations");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = auth::router(state.clone());
+    tokio::spawn(vidmp3_runtime::serve::serve_on(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    App {
+        url,
+        state,
+        client: reqwest::Client::new(),
+    }
+}
+
+async fn spawn_app(extra: &[(&str, &str)]) -> App {
+    let db = testkit::fresh_mysql_database().await;
+    spawn_app_with(&db, extra).await
+}
+
+impl App {
+    async fn add_user(&self, email: &str, password: &str, admin: bool) {
+        let hash = auth::password::hash(password.to_owned()).await.unwrap();
+        users::create(
+            &self.state.pool,
+            &users::Email::parse(email).unwrap(),
+            &hash,
+            admin,
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/login", self.url))
+            .basic_auth(email, Some(password))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn token(&self, email: &str, password: &str) -> String {
+        let r = self.login(email, password).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
+    async fn validate(&self, authorization: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.post(format!("{}/validate", self.url));
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+async fn problem(r: reqwest::Response) -> serde_json::Value {
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_stored_user_logs_in_and_the_token_validates() {
+    let app = spawn_app(&[]).await;
+    app.add_user("Alice@Example.com", "correct horse 1", false)
+        .await;
+    let response = app.login("alice@EXAMPLE.com", "correct horse 1").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let token = response.text().await.unwrap();
+    let validated = app.validate(Some(&format!("Bearer {token}"))).await;
+    assert_eq!(validated.status(), 200);
+    let claims: Claims = validated.json().await.unwrap();
+    assert_eq!(claims.email, "alice@example.com");
+    assert!(!claims.admin);
+    assert_eq!(claims.exp - claims.iat, 86_400);
+    assert_eq!(
+        (claims.iss.as_str(), claims.aud.as_str()),
+        ("vidmp3-auth", "vidmp3")
+    );
+}
+
+#[tokio::test]
+async fn login_answers_json_when_asked_and_credentials_are_utf8() {
+    let app = spawn_app(&[]).await;
+    app.add_user("zoë@exämple.org", "pässwörd-ünïcode", false)
+        .await;
+    let response = app
+        .client
+        .post(format!("{}/login", app.url))
+        .basic_auth("zoë@exämple.org", Some("pässwörd-ünïcode"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 86_400);
+    assert_eq!(body["access_token"].as_str().unwrap().split('.').count(), 3);
+}
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_get_the_same_401_in_about_the_same_time() {
+    let app = spawn_app(&[("LOGIN_MAX_FAILURES", "100")]).await;
+    app.add_user("bob@example.com", "right password", false)
+        .await;
+    let mut timings = Vec::new();
+    for (email, password) in [
+        ("bob@example.com", "wrong password"),
+        ("nobody@example.com", "right password"),
+    ] {
+        let started = Instant::now();
+        let r = app.login(email, password).await;
+        timings.push(started.elapsed());
+        assert_eq!(r.status(), 401);
+        let p = problem(r).await;
+        assert_eq!(p["code"], "bad_credentials");
+        assert_eq!(p["detail"], "wrong email or password");
+    }
+    // Both paths run one argon2id verification; neither answers without hashing.
+    let (a, b) = (timings[0].as_secs_f64(), timings[1].as_secs_f64());
+    assert!(
+        a.max(b) / a.min(b) < 5.0,
+        "timings differ too much: {timings:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_basic_credentials_are_401_not_500() {
+    let app = spawn_app(&[]).await;
+    for header in [
+        "Bearer abc",
+        "Basic !!!notbase64",
+        "Basic bm9jb2xvbg==",
+        "Basic //79",
+    ] {
+        let r = app
+            .client
+            .post(format!("{}/login", app.url))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{header}");
+        assert_eq!(problem(r).await["code"], "invalid_credentials_format");
+    }
+    let r = app
+        .client
+        .post(format!("{}/login", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited_until_the_window_ends() {
+    let app = spawn_app(&[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECONDS", "2")]).await;
+    app.add_user("carol@example.com", "the right one", false)
+        .await;
+    for _ in 0..3 {
+        assert_eq!(app.login("carol@example.com", "guess").await.status(), 401);
+    }
+    let limited = app.login("carol@example.com", "the right one").await;
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(problem(limited).await["code"], "too_many_attempts");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        app.login("carol@example.com", "the right one")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn validate_refuses_everything_but_a_good_bearer_token() {
+    let app = spawn_app(&[]).await;
+    let now = chrono_now();
+    let sign = |alg, key: &[u8], claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key).unwrap(),
+        )
+        .unwrap()
+    };
+    let good = serde_json::json!({"sub":"1","email":"a@b.c","admin":false,"iat":now,"exp":now+600,"iss":"vidmp3-auth","aud":"vidmp3"});
+    let mut expired = good.clone();
+    expired["exp"] = serde_json::json!(now - 3600);
+    let mut future = good.clone();
+    future["iat"] = serde_json::json!(now + 3600);
+    let mut no_exp = good.clone();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let alg_none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&good.to_string())
+    );
+    let cases: Vec<(Option<String>, &str)> = vec![
+        (None, "missing_token"),
+        (Some("Basic YTpi".into()), "wrong_auth_scheme"),
+        (Some("Bearer not-a-jwt".into()), "malformed_token"),
+        (Some(format!("Bearer {alg_none}")), "*"),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    jsonwebtoken::Algorithm::HS512,
+                    SECRET.as_bytes(),
+                    good.clone()
+                )
+            )),
+            "wrong_algorithm",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    jsonwebtoken::Algorithm::HS256,
+                    b"wrong-key-wrong-key-wrong-key-wrong",
+                    good.clone()
+                )
+            )),
+            "bad_signature",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(jsonwebtoken::Algorithm::HS256, SECRET.as_bytes(), expired)
+            )),
+            "token_expired",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(jsonwebtoken::Algorithm::HS256, SECRET.as_bytes(), future)
+            )),
+            "token_issued_in_future",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(jsonwebtoken::Algorithm::HS256, SECRET.as_bytes(), no_exp)
+            )),
+            "missing_claim",
+        ),
+    ];
+    for (header, code) in cases {
+        let r = app.validate(header.as_deref()).await;
+        assert_eq!(r.status(), 401, "{header:?}");
+        assert!(r.headers().contains_key("www-authenticate"));
+        let p = problem(r).await;
+        if code != "*" {
+            assert_eq!(p["code"], code, "{header:?}");
+        }
+    }
+    let ok = app
+        .validate(Some(&format!(
+            "Bearer {}",
+            sign(jsonwebtoken::Algorithm::HS256, SECRET.as_bytes(), good)
+        )))
+        .await;
+    assert_eq!(ok.status(), 200);
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn admins_create_users_and_others_cannot() {
+    let app = spawn_app(&[]).await;
+    app.add_user("root@example.com", "admin password", true)
+        .await;
+    app.add_user("user@example.com", "user password", false)
+        .await;
+    let admin = app.token("root@example.com", "admin password").await;
+    let user = app.token("user@example.com", "user password").await;
+    let create = |token: String, body: serde_json::Value| {
+        app.client
+            .post(format!("{}/users", app.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let created = create(
+        admin.clone(),
+        serde_json::json!({"email": "New@Example.com", "password": "new password"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
+    let body: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(body["email"], "new@example.com");
+    assert_eq!(
+        app.login("new@example.com", "new password").await.status(),
+        200
+    );
+
+    let dup = create(
+        admin.clone(),
+        serde_json::json!({"email": "NEW@example.COM", "password": "another one"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dup.status(), 409);
+    assert_eq!(problem(dup).await["code"], "user_exists");
+    let bad_email = create(
+        admin.clone(),
+        serde_json::json!({"email": "not-an-email", "password": "long enough"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(problem(bad_email).await["code"], "invalid_email");
+    let weak = create(
+        admin.clone(),
+        serde_json::json!({"email": "w@example.com", "password": "short"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(weak.status(), 400);
+    assert_eq!(problem(weak).await["code"], "weak_password");
+    let forbidden = create(
+        user,
+        serde_json::json!({"email": "x@example.com", "password": "long enough"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    let anonymous = app
+        .client
+        .post(format!("{}/users", app.url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn passwords_are_stored_as_argon2id_only() {
+    let app = spawn_app(&[]).await;
+    app.add_user("dave@example.com", "plain text secret", false)
+        .await;
+    let (hash,): (String,) =
+        sqlx::query_as("SELECT password_hash FROM users WHERE email = 'dave@example.com'")
+            .fetch_one(&app.state.pool)
+            .await
+            .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("plain text secret"));
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_again_harmlessly() {
+    let db = testkit::fresh_mysql_database().await;
+    let pool = vidmp3_runtime::db::mysql_pool(&db, Duration::from_secs(5)).unwrap();
+    users::migrate(&pool).await.unwrap();
+    users::migrate(&pool).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'users'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 5, "id, email, password_hash, is_admin, created_at");
+}
+
+#[tokio::test]
+async fn the_cli_bootstraps_an_admin_who_can_log_in() {
+    let db = testkit::fresh_mysql_database().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_auth"))
+            .args(args)
+            .env("DATABASE_URL", &db)
+            .env("JWT_SECRET", SECRET)
+            .env("AUTH_NEW_PASSWORD", "bootstrap password")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["user", "add", "--email", "Admin@Example.com", "--admin"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = run(&["user", "add", "--email", "admin@example.com", "--admin"]);
+    assert!(
+        !again.status.success(),
+        "a duplicate must fail without --exists-ok"
+    );
+    assert!(
+        run(&["user", "add", "--email", "admin@example.com", "--exists-ok"])
+            .status
+            .success()
+    );
+    let app = spawn_app_with(&db, &[]).await;
+    let token = app.token("admin@example.com", "bootstrap password").await;
+    let claims: Claims = app
+        .validate(Some(&format!("Bearer {token}")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(claims.admin);
+    let logs =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !logs.contains("bootstrap password"),
+        "the password must never be printed"
+    );
+}
+
+#[tokio::test]
+async fn configuration_errors_stop_the_process_with_one_line_naming_the_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("JWT_SECRET", SECRET)], "DATABASE_URL"),
+        (
+            &[("DATABASE_URL", "mysql://u:p@127.0.0.1:3306/x")],
+            "JWT_SECRET",
+        ),
+        (
+            &[
+                ("DATABASE_URL", "mysql://u:p@127.0.0.1:3306/x"),
+                ("JWT_SECRET", "too-short"),
+            ],
+            "JWT_SECRET",
+        ),
+        (
+            &[
+                ("DATABASE_URL", "mysql://u:p@127.0.0.1:3306/x"),
+                ("JWT_SECRET", SECRET),
+                ("LOGIN_MAX_FAILURES", "abc"),
+            ],
+            "LOGIN_MAX_FAILURES",
+        ),
+        (
+            &[
+                ("DATABASE_URL", "mysql://u:p@127.0.0.1:3306/x"),
+                ("JWT_SECRET", SECRET),
+                ("PORT", "abc"),
+            ],
+            "PORT",
+        ),
+    ];
+    for (vars, var) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_auth"))
+            .env_clear()
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("config error"))
+            .unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("config error: {var}:")),
+            "{var}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mysql_down_is_503_within_the_timeout_and_recovers_without_restart() {
+    let mut mariadb = testkit::MariaDbServer::start().await;
+    let app = spawn_app_with(&mariadb.url, &[]).await;
+    app.add_user("eve@example.com", "eve's password", false)
+        .await;
+    assert_eq!(
+        app.login("eve@example.com", "eve's password")
+            .await
+            .status(),
+        200
+    );
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    mariadb.stop().await;
+    let started = Instant::now();
+    let down = app.login("eve@example.com", "eve's password").await;
+    assert_eq!(down.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(down.headers().contains_key("retry-after"));
+    assert_eq!(problem(down).await["code"], "dependency_unavailable");
+    let not_ready = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_ready.status(), 503);
+
+    mariadb.restart().await;
+    let mut status = 0;
+    for _ in 0..40 {
+        status = app
+            .login("eve@example.com", "eve's password")
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 200, "login works again once MySQL is back");
+}
+
+#[tokio::test]
+async fn metrics_count_logins_by_outcome() {
+    let app = spawn_app(&[]).await;
+    app.add_user("frank@example.com", "frank's password", false)
+        .await;
+    app.login("frank@example.com", "frank's password").await;
+    app.login("frank@example.com", "nope").await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("auth_logins_total{outcome=\"ok\"}"), "{text}");
+    assert!(text.contains("auth_logins_total{outcome=\"bad_credentials\"}"));
+    assert!(
+        text.contains("http_requests_total{method=\"POST\",route=\"/login\",status=\"200\"}"),
+        "{text}"
+    );
+}

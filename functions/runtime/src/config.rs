@@ -1,0 +1,210 @@
+//! Configuration from the environment, parsed and checked once at start-up.
+//!
+//! A function builds its settings with [`Env`] and calls [`or_exit`] on the result: a missing or malformed
+//! variable stops the process with one line naming it (`config error: MYSQL_PORT: invalid digit ...`) and
+//! exit status 2, instead of surfacing later as a 500 on some request.
+
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A variable that is missing or cannot be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable's name, e.g. `JWT_SECRET`.
+    pub var: String,
+    /// What is wrong with it, in plain words.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error about `var`.
+    pub fn new(var: &str, reason: impl Into<String>) -> Self {
+        Self {
+            var: var.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads variables from a source (the process environment, or a map in tests).
+pub struct Env {
+    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::process()
+    }
+}
+
+impl Env {
+    /// The process environment.
+    pub fn process() -> Self {
+        Self {
+            lookup: Box::new(|k| std::env::var(k).ok()),
+        }
+    }
+
+    /// A fixed set of variables (tests).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map: std::collections::HashMap<String, String> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self {
+            lookup: Box::new(move |k| map.get(k).cloned()),
+        }
+    }
+
+    /// The raw value; an empty string counts as unset.
+    pub fn raw(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    /// A required variable, parsed as `T`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when unset/empty or when `T::from_str` fails.
+    pub fn required<T>(&self, var: &str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let raw = self
+            .raw(var)
+            .ok_or_else(|| ConfigError::new(var, "is required but not set"))?;
+        parse(var, &raw)
+    }
+
+    /// An optional variable, parsed as `T`, with `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when set but `T::from_str` fails.
+    pub fn or<T>(&self, var: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.raw(var) {
+            Some(raw) => parse(var, &raw),
+            None => Ok(default),
+        }
+    }
+
+    /// An optional variable, `None` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when set but `T::from_str` fails.
+    pub fn optional<T>(&self, var: &str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        self.raw(var).map(|raw| parse(var, &raw)).transpose()
+    }
+
+    /// A duration given in whole seconds, with a default.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when set but not a non-negative integer.
+    pub fn seconds(&self, var: &str, default_s: u64) -> Result<Duration, ConfigError> {
+        self.or(var, default_s).map(Duration::from_secs)
+    }
+}
+
+fn parse<T>(var: &str, raw: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    raw.trim()
+        .parse::<T>()
+        .map_err(|e| ConfigError::new(var, format!("invalid value {raw:?}: {e}")))
+}
+
+/// Unwraps a configuration result, or prints `config error: VAR: reason` on stderr and exits with status 2.
+pub fn or_exit<T>(result: Result<T, ConfigError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Settings every function shares: where the MongoDB server is, for the three functions that use it.
+#[derive(Clone, Debug)]
+pub struct MongoSettings {
+    /// `MONGODB_URI`, e.g. `mongodb://127.0.0.1:27018/?directConnection=true`.
+    pub uri: String,
+    /// `MONGODB_DATABASE` (default `vidmp3`).
+    pub database: String,
+}
+
+impl MongoSettings {
+    /// Reads `MONGODB_URI` (required) and `MONGODB_DATABASE`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `MONGODB_URI` is missing or does not start with `mongodb://` / `mongodb+srv://`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let uri: String = env.required("MONGODB_URI")?;
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::new(
+                "MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        Ok(Self {
+            uri,
+            database: env.or("MONGODB_DATABASE", "vidmp3".to_owned())?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_number_names_the_variable() {
+        let env = Env::from_pairs([("MYSQL_PORT", "abc")]);
+        let err = env.or::<u16>("MYSQL_PORT", 3306).unwrap_err();
+        assert_eq!(err.var, "MYSQL_PORT");
+        assert!(
+            err.to_string()
+                .starts_with("MYSQL_PORT: invalid value \"abc\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_variable_is_an_error_and_empty_counts_as_missing() {
+        let env = Env::from_pairs([("JWT_SECRET", "  ")]);
+        let err = env.required::<String>("JWT_SECRET").unwrap_err();
+        assert_eq!(err.to_string(), "JWT_SECRET: is required but not set");
+    }
+
+    #[test]
+    fn defaults_apply_only_when_unset() {
+        let env = Env::from_pairs([("PORT", "9000")]);
+        assert_eq!(env.or::<u16>("PORT", 8080).unwrap(), 9000);
+        assert_eq!(env.or::<u16>("OTHER", 8080).unwrap(), 8080);
+    }
+
+    #[test]
+    fn mongo_uri_must_have_the_mongodb_scheme() {
+        let env = Env::from_pairs([("MONGODB_URI", "http://x")]);
+        assert_eq!(
+            MongoSettings::from_env(&env).unwrap_err().var,
+            "MONGODB_URI"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The job record in MongoDB collection `jobs`, and the GridFS bucket names.
+//!
+//! A job moves `uploaded → converting → converted | failed`. Every state change is a conditional update
+//! (filter on the current state), which is what makes a redelivered event harmless.
+
+use mongodb::bson::{DateTime, oid::ObjectId};
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use crate::events::OutputOptions;
+
+/// The collection of jobs.
+pub const JOBS: &str = "jobs";
+/// GridFS bucket holding uploaded videos.
+pub const VIDEOS_BUCKET: &str = "videos";
+/// GridFS bucket holding converted MP3s.
+pub const MP3S_BUCKET: &str = "mp3s";
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Stored, waiting for the converter.
+    Uploaded,
+    /// A converter holds the lease and works on it.
+    Converting,
+    /// The MP3 is stored.
+    Converted,
+    /// Conversion failed for good; see `error_code`.
+    Failed,
+}
+
+impl JobState {
+    /// The name as stored (`"uploaded"`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uploaded => "uploaded",
+            Self::Converting => "converting",
+            Self::Converted => "converted",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A conversion job. `_id` is a UUID string.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    /// Job id (UUID v7, so ids sort by creation).
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The owner's user id (the JWT `sub`).
+    pub owner_id: String,
+    /// The owner's email (where the notification goes).
+    pub owner_email: String,
+    /// The uploaded file's name.
+    pub filename: String,
+    /// The declared Content-Type of the upload.
+    pub content_type: String,
+    /// Size of the video in bytes.
+    pub size_bytes: i64,
+    /// GridFS id of the video in bucket [`VIDEOS_BUCKET`]; `None` once deleted after conversion.
+    pub video_id: Option<ObjectId>,
+    /// Current state.
+    pub state: JobState,
+    /// Conversion progress, 0.0..=1.0.
+    #[serde(default)]
+    pub progress: f64,
+    /// Requested encoding.
+    #[serde(default)]
+    pub output: OutputOptions,
+    /// GridFS id of the MP3 in bucket [`MP3S_BUCKET`].
+    #[serde(default)]
+    pub mp3_id: Option<ObjectId>,
+    /// Decoded MP3 length in seconds.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// MP3 size in bytes.
+    #[serde(default)]
+    pub mp3_size_bytes: Option<i64>,
+    /// Average MP3 bitrate in kbit/s.
+    #[serde(default)]
+    pub bitrate_kbps: Option<i32>,
+    /// The source was damaged: what could be decoded was converted.
+    #[serde(default)]
+    pub partial: bool,
+    /// Stable failure reason code.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// Failure in plain words.
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// Outbox: the `video.uploaded` event has not yet been accepted by the sink.
+    #[serde(default)]
+    pub event_pending: bool,
+    /// Outbox: whoever is sending the pending event holds it until then, so it is never sent twice at once.
+    #[serde(default)]
+    pub event_claim_until: Option<DateTime>,
+    /// While `converting`: until when the converter's lease holds.
+    #[serde(default)]
+    pub lease_until: Option<DateTime>,
+    /// When the owner was emailed about the final state.
+    #[serde(default)]
+    pub notified_at: Option<DateTime>,
+    /// While an email is being sent: until when the sender's claim holds (no second sender meanwhile).
+    #[serde(default)]
+    pub notify_claim_until: Option<DateTime>,
+    /// Why the email could not be delivered (a permanent refusal), if so.
+    #[serde(default)]
+    pub notify_error: Option<String>,
+    /// Created.
+    pub created_at: DateTime,
+    /// Last changed.
+    pub updated_at: DateTime,
+}
+
+/// The `jobs` collection, typed.
+pub fn jobs(db: &Database) -> Collection<Job> {
+    db.collection(JOBS)
+}
+
+/// Creates the indexes the functions query by (idempotent): `(owner_id, created_at)` and `event_pending`.
+///
+/// # Errors
+/// MongoDB errors.
+pub async fn ensure_indexes(db: &Database) -> mongodb::error::Result<()> {
+    use mongodb::bson::doc;
+    jobs(db)
+        .create_indexes([
+            IndexModel::builder()
+                .keys(doc! {"owner_id": 1, "created_at": -1})
+                .build(),
+            IndexModel::builder()
+                .keys(doc! {"event_pending": 1})
+                .build(),
+        ])
+        .await
+        .map(drop)
+}
