@@ -1,1 +1,176 @@
-//! The gateway function.
+//! The gateway function: the only public one. Login (proxied to auth), streamed uploads into GridFS, job
+//! status, owner-only downloads, and the `video.uploaded` CloudEvent to the Broker (`K_SINK`) with an outbox.
+//!
+//! JWTs are verified here with the same code as auth's `/validate` (`vidmp3_runtime::jwt`), so serving a
+//! request never wakes auth. Every error is `application/problem+json`.
+
+pub mod download;
+pub mod jobs_api;
+pub mod login;
+pub mod outbox;
+pub mod sniff;
+pub mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::{get, post};
+use mongodb::Database;
+use mongodb::gridfs::GridFsBucket;
+use mongodb::options::GridFsBucketOptions;
+use vidmp3_runtime::config::{ConfigError, Env, MongoSettings};
+use vidmp3_runtime::jobs::{MP3S_BUCKET, VIDEOS_BUCKET};
+use vidmp3_runtime::jwt::{JwtKeys, JwtSettings};
+use vidmp3_runtime::{Problem, db, telemetry};
+
+/// Default `MAX_UPLOAD_BYTES`: 2 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Settings read from the environment at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `AUTH_URL`: base URL of the auth function (for `POST /login` only).
+    pub auth_url: String,
+    /// `MONGODB_URI`, `MONGODB_DATABASE`.
+    pub mongo: MongoSettings,
+    /// `JWT_*`: the same values as auth's.
+    pub jwt: JwtSettings,
+    /// `K_SINK`: where CloudEvents go (the Broker's ingress); `None` keeps every event pending in the outbox.
+    pub sink: Option<String>,
+    /// `MAX_UPLOAD_BYTES` (default 2 GiB).
+    pub max_upload_bytes: u64,
+    /// `PUBLIC_BASE_URL`: how clients reach the gateway (for `status_url` and download links); default
+    /// `http://localhost:8080`.
+    pub public_base_url: String,
+    /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5).
+    pub db_connect_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads and checks the settings.
+    ///
+    /// # Errors
+    /// The first variable that is missing or malformed.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let auth_url: String = env.required("AUTH_URL")?;
+        let sink: Option<String> = env.optional("K_SINK")?;
+        for (var, value) in [("AUTH_URL", Some(&auth_url)), ("K_SINK", sink.as_ref())] {
+            if let Some(v) = value {
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(ConfigError::new(
+                        var,
+                        format!("must be an http(s) URL, got {v:?}"),
+                    ));
+                }
+            }
+        }
+        let max_upload_bytes = env.or("MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)?;
+        if max_upload_bytes == 0 {
+            return Err(ConfigError::new("MAX_UPLOAD_BYTES", "must be positive"));
+        }
+        Ok(Self {
+            auth_url: auth_url.trim_end_matches('/').to_owned(),
+            mongo: MongoSettings::from_env(env)?,
+            jwt: JwtSettings::from_env(env)?,
+            sink,
+            max_upload_bytes,
+            public_base_url: env
+                .or("PUBLIC_BASE_URL", "http://localhost:8080".to_owned())?
+                .trim_end_matches('/')
+                .to_owned(),
+            db_connect_timeout: env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5)?,
+        })
+    }
+}
+
+/// Shared state of the gateway router.
+#[derive(Clone)]
+pub struct AppState {
+    /// The MongoDB database (lazily connected).
+    pub db: Database,
+    /// GridFS bucket `videos`.
+    pub videos: GridFsBucket,
+    /// GridFS bucket `mp3s`.
+    pub mp3s: GridFsBucket,
+    /// Token verification keys.
+    pub keys: JwtKeys,
+    /// Client for auth and the sink.
+    pub http: reqwest::Client,
+    /// The settings.
+    pub settings: Arc<Settings>,
+}
+
+impl FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys.clone()
+    }
+}
+
+impl AppState {
+    /// State from settings; connects nothing yet.
+    ///
+    /// # Errors
+    /// A malformed `MONGODB_URI` or an unusable secret.
+    pub async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::mongo_database(&settings.mongo, settings.db_connect_timeout).await?;
+        let bucket = |name: &str| {
+            db.gridfs_bucket(
+                GridFsBucketOptions::builder()
+                    .bucket_name(name.to_owned())
+                    .build(),
+            )
+        };
+        Ok(Self {
+            videos: bucket(VIDEOS_BUCKET),
+            mp3s: bucket(MP3S_BUCKET),
+            keys: JwtKeys::new(settings.jwt.clone())?,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            db,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+/// The gateway router with health, readiness (MongoDB answers) and metrics routes.
+pub fn router(state: AppState) -> Router {
+    let db_for_ready = state.db.clone();
+    let readiness =
+        telemetry::Readiness::new().check("mongodb", move || db::ping_mongo(db_for_ready.clone()));
+    let upload_limit = usize::try_from(
+        state
+            .settings
+            .max_upload_bytes
+            .saturating_add(upload::MULTIPART_OVERHEAD),
+    )
+    .unwrap_or(usize::MAX);
+    let routes = Router::new()
+        .route("/login", post(login::login))
+        .route(
+            "/upload",
+            post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/jobs", get(jobs_api::list))
+        .route("/jobs/{id}", get(jobs_api::get).delete(jobs_api::delete))
+        .route("/jobs/{id}/mp3", get(download::job_mp3))
+        .route("/download", get(download::by_file_id))
+        .route("/internal/redeliver", post(outbox::redeliver))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .with_state(state);
+    telemetry::instrument(routes, "gateway", readiness)
+}
+
+/// Maps a MongoDB error to 503 (unreachable) or 500.
+pub(crate) fn mongo_problem(e: &mongodb::error::Error) -> Problem {
+    if db::mongo_unavailable(e) {
+        tracing::warn!(error = %e, "MongoDB unavailable");
+        Problem::unavailable("the file store is not answering; try again shortly")
+    } else {
+        tracing::error!(error = %e, "MongoDB error");
+        Problem::internal()
+    }
+}

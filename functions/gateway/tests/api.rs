@@ -1,0 +1,809 @@
+//! The gateway over HTTP against the real MongoDB-wire server (a database per test) and a real HTTP
+//! receiver standing in for the Broker's ingress (`K_SINK`), which records the CloudEvents it gets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use cloudevents::{AttributesReader, Event};
+use futures::{AsyncWriteExt, TryStreamExt};
+use gateway::{AppState, Settings};
+use mongodb::bson::{Bson, DateTime, doc, oid::ObjectId};
+use tokio::io::AsyncWriteExt as _;
+use vidmp3_runtime::config::Env;
+use vidmp3_runtime::events::VideoUploaded;
+use vidmp3_runtime::jobs::{self, JobState};
+use vidmp3_runtime::jwt::{JwtKeys, JwtSettings};
+
+const SECRET: &str = "gateway-test-secret-gateway-test-secret";
+
+/// A CloudEvent receiver: records events; answers 503 while `failing` is set.
+#[derive(Clone, Default)]
+struct Receiver {
+    events: Arc<Mutex<Vec<Event>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    async fn spawn(&self) -> String {
+        let me = self.clone();
+        let router = Router::new().route(
+            "/",
+            post(move |event: Event| {
+                let me = me.clone();
+                async move {
+                    if me.failing.load(Ordering::SeqCst) {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    me.events.lock().unwrap().push(event);
+                    StatusCode::ACCEPTED
+                }
+            }),
+        );
+        serve(router).await
+    }
+
+    fn uploaded(&self) -> Vec<VideoUploaded> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| vidmp3_runtime::events::from_event(e).unwrap())
+            .collect()
+    }
+}
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(vidmp3_runtime::serve::serve_on(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    url
+}
+
+struct App {
+    url: String,
+    state: AppState,
+    receiver: Receiver,
+    client: reqwest::Client,
+    keys: JwtKeys,
+}
+
+async fn spawn_app_with(mongo_uri: &str, extra: &[(&str, &str)]) -> App {
+    testkit::ensure_services();
+    let receiver = Receiver::default();
+    let sink = receiver.spawn().await;
+    // The auth stand-in echoes what it received, to prove the gateway forwards credentials byte for byte.
+    let auth = serve(Router::new().route(
+        "/login",
+        post(|headers: axum::http::HeaderMap| async move {
+            let got = headers
+                .get("authorization")
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            (StatusCode::OK, [("content-type", "text/plain")], got)
+        }),
+    ))
+    .await;
+    let database = testkit::unique_name("gw");
+    let mut vars = vec![
+        ("AUTH_URL", auth.as_str()),
+        ("MONGODB_URI", mongo_uri),
+        ("MONGODB_DATABASE", database.as_str()),
+        ("JWT_SECRET", SECRET),
+        ("K_SINK", sink.as_str()),
+        ("PUBLIC_BASE_URL", "http://gateway.test"),
+        ("DB_CONNECT_TIMEOUT_SECONDS", "2"),
+    ];
+    vars.extend_from_slice(extra);
+    let settings = Settings::from_env(&Env::from_pairs(vars.clone())).unwrap();
+    let keys = JwtKeys::new(JwtSettings::from_env(&Env::from_pairs(vars)).unwrap()).unwrap();
+    let state = AppState::new(settings).await.unwrap();
+    let url = serve(gateway::router(state.clone())).await;
+    App {
+        url,
+        state,
+        receiver,
+        client: reqwest::Client::new(),
+        keys,
+    }
+}
+
+async fn spawn_app(extra: &[(&str, &str)]) -> App {
+    testkit::ensure_services();
+    spawn_app_with(&testkit::shared_mongo_uri(), extra).await
+}
+
+/// A few bytes that sniff as an MP4 (ftyp box) followed by filler.
+fn fake_video(len: usize) -> Vec<u8> {
+    let mut v = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41".to_vec();
+    v.resize(len, 0xAB);
+    v
+}
+
+impl App {
+    fn token(&self, sub: &str, admin: bool) -> String {
+        self.keys
+            .issue(sub, &format!("user{sub}@example.com"), admin)
+            .unwrap()
+            .0
+    }
+
+    async fn upload(&self, token: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str("video/mp4")
+            .unwrap();
+        let form = reqwest::multipart::Form::new().part("file", part);
+        self.client
+            .post(format!("{}/upload", self.url))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn upload_ok(&self, token: &str, name: &str, bytes: Vec<u8>) -> String {
+        let r = self.upload(token, name, bytes).await;
+        assert_eq!(r.status(), 202);
+        r.json::<serde_json::Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn count(&self, collection: &str) -> u64 {
+        self.state
+            .db
+            .collection::<mongodb::bson::Document>(collection)
+            .count_documents(doc! {})
+            .await
+            .unwrap()
+    }
+
+    async fn stored_nothing(&self) {
+        assert_eq!(self.count("videos.files").await, 0, "no GridFS file");
+        assert_eq!(self.count("videos.chunks").await, 0, "no GridFS chunk");
+        assert_eq!(self.count("jobs").await, 0, "no job");
+    }
+
+    /// Marks a job converted with an MP3 of `bytes` stored in GridFS, as the converter would.
+    async fn fake_conversion(&self, job_id: &str, bytes: &[u8]) -> ObjectId {
+        let id = ObjectId::new();
+        let mut upload = self
+            .state
+            .mp3s
+            .open_upload_stream("x.mp3")
+            .id(Bson::ObjectId(id))
+            .await
+            .unwrap();
+        upload.write_all(bytes).await.unwrap();
+        upload.close().await.unwrap();
+        jobs::jobs(&self.state.db)
+            .update_one(
+                doc! {"_id": job_id},
+                doc! {"$set": {"state": "converted", "mp3_id": id, "duration_s": 10.0, "mp3_size_bytes": bytes.len() as i64, "bitrate_kbps": 192, "updated_at": DateTime::now()}},
+            )
+            .await
+            .unwrap();
+        id
+    }
+}
+
+async fn problem_code(r: reqwest::Response) -> String {
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    r.json::<serde_json::Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_upload_is_stored_in_gridfs_makes_a_job_and_sends_one_event() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("7", false);
+    let video = fake_video(700_000);
+    let r = app.upload(&token, "Café – été.mp4", video.clone()).await;
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let job_id = body["job_id"].as_str().unwrap();
+    assert_eq!(location, format!("http://gateway.test/jobs/{job_id}"));
+    assert_eq!(body["status_url"], location);
+    assert_eq!(body["size_bytes"], 700_000);
+    assert_eq!(body["event_pending"], false);
+
+    let events = app.receiver.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].ty(), "dev.vidmp3.video.uploaded");
+    assert_eq!(events[0].source().as_str(), "/gateway");
+    assert_eq!(events[0].subject(), Some(job_id));
+    let data = &app.receiver.uploaded()[0];
+    assert_eq!(
+        (data.owner.as_str(), data.filename.as_str(), data.size_bytes),
+        ("user7@example.com", "Café – été.mp4", 700_000)
+    );
+
+    let stored: Vec<u8> = {
+        let mut bytes = Vec::new();
+        let mut download = app
+            .state
+            .videos
+            .open_download_stream(Bson::ObjectId(ObjectId::parse_str(&data.video_id).unwrap()))
+            .await
+            .unwrap();
+        futures::AsyncReadExt::read_to_end(&mut download, &mut bytes)
+            .await
+            .unwrap();
+        bytes
+    };
+    assert!(stored == video, "GridFS holds the uploaded bytes");
+    let job: serde_json::Value = app
+        .get(&token, &format!("/jobs/{job_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "uploaded");
+    assert_eq!(job["filename"], "Café – été.mp4");
+    assert!(job.get("mp3").is_none());
+}
+
+#[tokio::test]
+async fn a_raw_body_upload_with_a_filename_and_output_options_works() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let r = app
+        .client
+        .post(format!(
+            "{}/upload?filename=clip.mkv&bitrate_kbps=128",
+            app.url
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "video/x-matroska")
+        .body(fake_video(10_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let data = &app.receiver.uploaded()[0];
+    assert_eq!(data.filename, "clip.mkv");
+    assert_eq!(data.output.bitrate_kbps, Some(128));
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_with_problems_and_store_nothing() {
+    let app = spawn_app(&[("MAX_UPLOAD_BYTES", "100000")]).await;
+    let token = app.token("1", false);
+    assert_eq!(
+        problem_code(app.upload(&token, "empty.mp4", Vec::new()).await).await,
+        "empty_file"
+    );
+    let text = app
+        .upload(
+            &token,
+            "notes.mp4",
+            b"just some text, not a video at all\n".repeat(50),
+        )
+        .await;
+    assert_eq!(text.status(), 415);
+    assert_eq!(problem_code(text).await, "not_media");
+    let png = app
+        .upload(
+            &token,
+            "image.mp4",
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec(),
+        )
+        .await;
+    assert_eq!(png.status(), 415);
+    let big = app.upload(&token, "big.mp4", fake_video(300_000)).await;
+    assert_eq!(big.status(), 413);
+    assert_eq!(problem_code(big).await, "payload_too_large");
+    // Without Content-Length (chunked), the limit holds while streaming.
+    let chunks = futures::stream::iter((0..30).map(|i| {
+        Ok::<_, std::io::Error>(if i == 0 {
+            fake_video(10_000)
+        } else {
+            vec![1u8; 10_000]
+        })
+    }));
+    let streamed = app
+        .client
+        .post(format!("{}/upload?filename=s.mp4", app.url))
+        .bearer_auth(&token)
+        .header("content-type", "video/mp4")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+    let bad_options = app
+        .client
+        .post(format!(
+            "{}/upload?filename=a.mp4&bitrate_kbps=999",
+            app.url
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "video/mp4")
+        .body(fake_video(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem_code(bad_options).await, "invalid_output_options");
+    let wrong_type = app
+        .client
+        .post(format!("{}/upload", app.url))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    let two_files = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(fake_video(1000)).file_name("a.mp4"),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(fake_video(1000)).file_name("b.mp4"),
+        );
+    let r = app
+        .client
+        .post(format!("{}/upload", app.url))
+        .bearer_auth(&token)
+        .multipart(two_files)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem_code(r).await, "too_many_files");
+    let anonymous = app
+        .client
+        .post(format!("{}/upload", app.url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.stored_nothing().await;
+    assert!(app.receiver.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_aborted_upload_leaves_no_chunks_behind() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /upload?filename=cut.mp4 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: video/mp4\r\nContent-Length: 5000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&fake_video(1_500_000)).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (files, chunks) = (
+            app.count("videos.files").await,
+            app.count("videos.chunks").await,
+        );
+        if files == 0 && chunks == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{files} files and {chunks} chunks left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.count("jobs").await, 0);
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_sees_a_job_or_its_file() {
+    let app = spawn_app(&[]).await;
+    let (alice, bob, admin) = (
+        app.token("1", false),
+        app.token("2", false),
+        app.token("3", true),
+    );
+    let job_id = app.upload_ok(&alice, "a.mp4", fake_video(5000)).await;
+    let mp3_id = app.fake_conversion(&job_id, b"ID3 fake mp3 bytes").await;
+    for path in [
+        format!("/jobs/{job_id}"),
+        format!("/jobs/{job_id}/mp3"),
+        format!("/download?fid={}", mp3_id.to_hex()),
+    ] {
+        let r = app.get(&bob, &path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(problem_code(r).await, "not_found");
+        assert_eq!(app.get(&alice, &path).await.status(), 200, "{path}");
+        assert_eq!(app.get(&admin, &path).await.status(), 200, "{path}");
+    }
+    let unknown = app.get(&alice, &format!("/jobs/{}", uuid_v4())).await;
+    assert_eq!(unknown.status(), 404);
+    let r = app
+        .client
+        .delete(format!("{}/jobs/{job_id}", app.url))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        problem_code(app.get(&alice, "/jobs/not-a-uuid").await).await,
+        "invalid_id"
+    );
+    assert_eq!(app.get(&alice, "/download?fid=xyz").await.status(), 400);
+    let listed: serde_json::Value = app.get(&bob, "/jobs").await.json().await.unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 0);
+    let no_token = app
+        .client
+        .get(format!("{}/jobs/{job_id}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+}
+
+fn uuid_v4() -> String {
+    let n: u128 = rand_u128();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (n >> 96) as u32,
+        (n >> 80) as u16,
+        (n >> 68) as u16 & 0xfff,
+        (n >> 56) as u16 & 0xfff,
+        n as u64 & 0xffff_ffff_ffff
+    )
+}
+
+fn rand_u128() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn downloads_stream_with_headers_ranges_and_etags() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let job_id = app
+        .upload_ok(&token, "Zoë's clip.mov", fake_video(5000))
+        .await;
+    let mp3: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    app.fake_conversion(&job_id, &mp3).await;
+    let r = app.get(&token, &format!("/jobs/{job_id}/mp3")).await;
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "audio/mpeg");
+    assert_eq!(h["content-length"], "600000");
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert_eq!(
+        h["content-disposition"],
+        "attachment; filename=\"Zo_'s clip.mp3\"; filename*=UTF-8''Zo%C3%AB%27s%20clip.mp3"
+    );
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    assert!(r.bytes().await.unwrap() == mp3);
+
+    let ranged = |range: &'static str| {
+        app.client
+            .get(format!("{}/jobs/{job_id}/mp3", app.url))
+            .bearer_auth(&token)
+            .header("range", range)
+            .send()
+    };
+    let part = ranged("bytes=300000-300099").await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        "bytes 300000-300099/600000"
+    );
+    assert!(part.bytes().await.unwrap() == mp3[300_000..300_100]);
+    let tail = ranged("bytes=-10").await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert!(tail.bytes().await.unwrap() == mp3[599_990..]);
+    let beyond = ranged("bytes=700000-").await.unwrap();
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(beyond.headers()["content-range"], "bytes */600000");
+    let cached = app
+        .client
+        .get(format!("{}/jobs/{job_id}/mp3", app.url))
+        .bearer_auth(&token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    let job: serde_json::Value = app
+        .get(&token, &format!("/jobs/{job_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        job["mp3"]["url"],
+        format!("http://gateway.test/jobs/{job_id}/mp3")
+    );
+}
+
+#[tokio::test]
+async fn a_job_not_converted_yet_has_no_mp3() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let job_id = app.upload_ok(&token, "a.mp4", fake_video(5000)).await;
+    let r = app.get(&token, &format!("/jobs/{job_id}/mp3")).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(problem_code(r).await, "not_ready");
+}
+
+#[tokio::test]
+async fn delete_removes_the_video_the_mp3_and_the_job() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let job_id = app.upload_ok(&token, "a.mp4", fake_video(300_000)).await;
+    app.fake_conversion(&job_id, &[7u8; 1000]).await;
+    let r = app
+        .client
+        .delete(format!("{}/jobs/{job_id}", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for c in [
+        "jobs",
+        "videos.files",
+        "videos.chunks",
+        "mp3s.files",
+        "mp3s.chunks",
+    ] {
+        assert_eq!(app.count(c).await, 0, "{c}");
+    }
+    assert_eq!(
+        app.get(&token, &format!("/jobs/{job_id}")).await.status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn jobs_are_listed_newest_first_in_pages() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            app.upload_ok(&token, &format!("{i}.mp4"), fake_video(1000))
+                .await,
+        );
+    }
+    let page1: serde_json::Value = app.get(&token, "/jobs?limit=2").await.json().await.unwrap();
+    let got: Vec<&str> = page1["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2: serde_json::Value = app
+        .get(&token, &format!("/jobs?limit=2&before={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["jobs"][0]["job_id"], ids[0].as_str());
+    assert!(page2.get("next_cursor").is_none());
+    assert_eq!(app.get(&token, "/jobs?limit=0").await.status(), 400);
+}
+
+#[tokio::test]
+async fn the_outbox_resends_once_the_sink_is_back_and_never_twice() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    app.receiver.failing.store(true, Ordering::SeqCst);
+    let r = app.upload(&token, "a.mp4", fake_video(5000)).await;
+    assert_eq!(
+        r.status(),
+        202,
+        "the upload succeeds although the sink is down"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["event_pending"], true);
+    let redeliver = || async {
+        app.client
+            .post(format!("{}/internal/redeliver", app.url))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(redeliver().await["sent"], 0, "still down");
+    app.receiver.failing.store(false, Ordering::SeqCst);
+    let first = redeliver().await;
+    assert_eq!(first["sent"], 1);
+    assert_eq!(redeliver().await["sent"], 0);
+    let events = app.receiver.uploaded();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].job_id, body["job_id"].as_str().unwrap());
+    let job = jobs::jobs(&app.state.db)
+        .find_one(doc! {"_id": &events[0].job_id})
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!job.event_pending);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_uploads_make_fifty_jobs_and_fifty_events() {
+    let app = Arc::new(spawn_app(&[]).await);
+    let token = app.token("1", false);
+    let uploads = (0..50).map(|i| {
+        let (app, token) = (app.clone(), token.clone());
+        tokio::spawn(async move {
+            app.upload_ok(&token, &format!("{i}.mp4"), fake_video(50_000 + i))
+                .await
+        })
+    });
+    let mut ids: Vec<String> = futures::future::join_all(uploads)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    assert_eq!(app.count("jobs").await, 50);
+    assert_eq!(app.count("videos.files").await, 50);
+    let mut evented: Vec<String> = app
+        .receiver
+        .uploaded()
+        .into_iter()
+        .map(|e| e.job_id)
+        .collect();
+    evented.sort();
+    assert_eq!(evented, ids);
+}
+
+#[tokio::test]
+async fn login_is_forwarded_to_auth_byte_for_byte() {
+    let app = spawn_app(&[]).await;
+    let r = app
+        .client
+        .post(format!("{}/login", app.url))
+        .basic_auth("zoë@example.com", Some("pässword"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let expected = format!("Basic {}", base64_encode("zoë@example.com:pässword"));
+    assert_eq!(r.text().await.unwrap(), expected);
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn mongodb_down_is_503_within_the_timeout_and_nothing_is_half_written() {
+    let mut mongo = testkit::MongoServer::start().await;
+    let app = spawn_app_with(&mongo.uri, &[]).await;
+    let token = app.token("1", false);
+    app.upload_ok(&token, "before.mp4", fake_video(1000)).await;
+    mongo.stop().await;
+    let started = Instant::now();
+    let r = app.upload(&token, "during.mp4", fake_video(400_000)).await;
+    assert_eq!(r.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(problem_code(r).await, "dependency_unavailable");
+    assert_eq!(app.get(&token, "/jobs").await.status(), 503);
+    assert_eq!(
+        app.client
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    mongo.restart().await;
+    let mut ok = false;
+    for _ in 0..40 {
+        if app.get(&token, "/jobs").await.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "works again without a restart");
+    let files: Vec<mongodb::bson::Document> = app
+        .state
+        .db
+        .collection("videos.files")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        files.len(),
+        1,
+        "only the upload from before the outage: {files:?}"
+    );
+    assert_eq!(app.count("jobs").await, 1);
+}
+
+#[tokio::test]
+async fn metrics_and_health() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    app.upload_ok(&token, "a.mp4", fake_video(1000)).await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("gateway_uploads_total{outcome=\"accepted\"}"),
+        "{text}"
+    );
+    assert!(text.contains("route=\"/jobs/{id}\"") || text.contains("route=\"/upload\""));
+    assert_eq!(
+        app.client
+            .get(format!("{}/healthz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let job_state = jobs::jobs(&app.state.db)
+        .find_one(doc! {})
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
+    assert_eq!(job_state, JobState::Uploaded);
+}
