@@ -83,10 +83,10 @@ pub fn ensure_services() {
 /// A value of the shared services' environment: the process environment first, then
 /// `<root>/.dev/services.env` (written by `scripts/services start`), else `None`.
 pub fn service_env(key: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(key) {
-        if !v.is_empty() {
-            return Some(v);
-        }
+    if let Ok(v) = std::env::var(key)
+        && !v.is_empty()
+    {
+        return Some(v);
     }
     let text = fs::read_to_string(workspace_root().join(".dev/services.env")).ok()?;
     text.lines()
@@ -914,4 +914,47 @@ mod tests {
     fn workspace_root_has_the_services_script() {
         assert!(workspace_root().join("scripts/services").is_file());
     }
+}
+
+/// The synthetic media corpus (`../shared/scripts/make-media`, without `--long`), made once per process
+/// under an exclusive file lock (so concurrent test binaries never write the same file), in `$MEDIA_DIR`
+/// or `<workspace>/.cache/media`. Never committed. Returns the folder.
+pub fn media_corpus() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace_root();
+        let dir =
+            std::env::var_os("MEDIA_DIR").map_or_else(|| root.join(".cache/media"), PathBuf::from);
+        std::fs::create_dir_all(&dir).expect("media dir");
+        let lock = std::fs::File::create(root.join(".cache/media.lock")).expect("media lock file");
+        lock.lock().expect("media lock");
+        let out = std::process::Command::new(root.join("../shared/scripts/make-media"))
+            .arg(&dir)
+            .output()
+            .expect("make-media runs");
+        assert!(
+            out.status.success(),
+            "make-media failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        drop(lock);
+        dir
+    })
+    .clone()
+}
+
+/// Decoded length in seconds of the default audio track of `path` (samples / rate, via the ffmpeg CLI),
+/// or `None` when it does not decode.
+pub fn decoded_audio_seconds(path: &Path) -> Option<f64> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-xerror", "-i"])
+        .arg(path)
+        .args([
+            "-map", "0:a:0", "-vn", "-f", "s16le", "-ac", "1", "-ar", "8000", "-",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| out.stdout.len() as f64 / 2.0 / 8000.0)
 }

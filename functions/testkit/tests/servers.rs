@@ -285,13 +285,7 @@ async fn amqp_roundtrip(url: &str, queue: &str, publish: Option<&[u8]>) -> Optio
         None
     } else {
         let got = ch
-            .basic_get(
-                queue.into(),
-                BasicGetOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            )
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
             .unwrap();
         let _ = conn.close(200, "bye".into()).await;
