@@ -155,6 +155,13 @@ fn outcome(o: &'static str) {
 pub async fn handle(state: &AppState, event: &Event) -> Result<Option<Event>, Problem> {
     let data: VideoUploaded = events::from_event(event)
         .map_err(|e| Problem::bad_request("invalid_event", e.to_string()))?;
+    // Wait for a conversion slot before taking the job's lease, so a lease is only held while working.
+    let permit = state
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Problem::internal())?;
     let collection = jobs::jobs(&state.db);
     let now = DateTime::now();
     let claim = doc! {
@@ -204,7 +211,7 @@ pub async fn handle(state: &AppState, event: &Event) -> Result<Option<Event>, Pr
         };
     };
     tracing::info!(job_id = %job.id, "conversion started");
-    match convert(state, &job).await {
+    match convert(state, &job, permit).await {
         Ok(Converted::Stored(job)) => {
             outcome("converted");
             Ok(Some(events::to_event(&converted_event(&job))))
@@ -253,7 +260,11 @@ async fn release(state: &AppState, job_id: &str) {
     }
 }
 
-async fn convert(state: &AppState, job: &Job) -> Result<Converted, Failure> {
+async fn convert(
+    state: &AppState,
+    job: &Job,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Converted, Failure> {
     let video_id = job
         .video_id
         .ok_or_else(|| Failure::Permanent(TranscodeError::EmptyFile))?;
@@ -314,12 +325,6 @@ async fn convert(state: &AppState, job: &Job) -> Result<Converted, Failure> {
         max_duration_s: Some(state.settings.max_duration_s),
         fallback_title: Some(stem(&job.filename).to_owned()),
     };
-    let permit = state
-        .permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| Failure::Transient(Problem::internal()))?;
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(0.0f64);
     let heartbeat = tokio::spawn(heartbeat(state.db.clone(), job.id.clone(), progress_rx));
     let started = Instant::now();
