@@ -28,6 +28,11 @@ pub struct OutputOptions {
 }
 
 impl OutputOptions {
+    /// Whether neither option is set (the converter's default applies).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// Checks the ranges.
     ///
     /// # Errors
@@ -59,8 +64,8 @@ pub struct VideoUploaded {
     pub content_type: String,
     /// Size of the stored video in bytes.
     pub size_bytes: u64,
-    /// Requested encoding.
-    #[serde(default)]
+    /// Requested encoding; omitted when it is the default (VBR quality 2).
+    #[serde(default, skip_serializing_if = "OutputOptions::is_default")]
     pub output: OutputOptions,
 }
 
