@@ -29,7 +29,7 @@ use futures::AsyncWriteExt;
 use mongodb::Database;
 use mongodb::bson::{Bson, DateTime, doc, oid::ObjectId};
 use mongodb::gridfs::GridFsBucket;
-use mongodb::options::{GridFsBucketOptions, ReturnDocument};
+use mongodb::options::ReturnDocument;
 use tokio::sync::Semaphore;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use vidmp3_runtime::config::{ConfigError, Env, MongoSettings};
@@ -104,16 +104,9 @@ impl AppState {
     /// A malformed `MONGODB_URI`.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let db = db::mongo_database(&settings.mongo, settings.db_connect_timeout).await?;
-        let bucket = |name: &str| {
-            db.gridfs_bucket(
-                GridFsBucketOptions::builder()
-                    .bucket_name(name.to_owned())
-                    .build(),
-            )
-        };
         Ok(Self {
-            videos: bucket(VIDEOS_BUCKET),
-            mp3s: bucket(MP3S_BUCKET),
+            videos: jobs::bucket(&db, VIDEOS_BUCKET),
+            mp3s: jobs::bucket(&db, MP3S_BUCKET),
             permits: Arc::new(Semaphore::new(settings.concurrency)),
             db,
             settings: Arc::new(settings),

@@ -7,13 +7,12 @@ use cloudevents::binding::reqwest::RequestBuilderExt;
 use cloudevents::binding::reqwest::ResponseExt;
 use cloudevents::{AttributesReader, Event};
 use futures::AsyncWriteExt;
-use mongodb::bson::{Bson, DateTime, doc, oid::ObjectId};
-use mongodb::options::GridFsBucketOptions;
+use mongodb::bson::{Bson, doc, oid::ObjectId};
 use vidmp3_runtime::config::Env;
 use vidmp3_runtime::events::{
     self, AudioConverted, ConversionFailed, OutputOptions, VideoUploaded,
 };
-use vidmp3_runtime::jobs::{self, Job, JobState};
+use vidmp3_runtime::jobs::{self, Job, JobState, NewJob};
 
 struct App {
     url: String,
@@ -52,11 +51,7 @@ impl App {
     /// Stores `file` from the media corpus as a video and makes an `uploaded` job for it; returns its event.
     async fn uploaded(&self, file: &str, output: OutputOptions) -> Event {
         let bytes = std::fs::read(testkit::media_corpus().join(file)).unwrap();
-        let bucket = self.db.gridfs_bucket(
-            GridFsBucketOptions::builder()
-                .bucket_name("videos".to_owned())
-                .build(),
-        );
+        let bucket = jobs::bucket(&self.db, jobs::VIDEOS_BUCKET);
         let video_id = ObjectId::new();
         let mut upload = bucket
             .open_upload_stream(file)
@@ -65,34 +60,16 @@ impl App {
             .unwrap();
         upload.write_all(&bytes).await.unwrap();
         upload.close().await.unwrap();
-        let now = DateTime::now();
-        let job = Job {
-            id: uuid_like(),
+        let mut job = Job::uploaded(NewJob {
             owner_id: "1".into(),
             owner_email: "owner@example.com".into(),
             filename: file.into(),
             content_type: "video/mp4".into(),
-            size_bytes: bytes.len() as i64,
-            video_id: Some(video_id),
-            state: JobState::Uploaded,
-            progress: 0.0,
+            size_bytes: bytes.len() as u64,
+            video_id,
             output,
-            mp3_id: None,
-            duration_s: None,
-            mp3_size_bytes: None,
-            bitrate_kbps: None,
-            partial: false,
-            error_code: None,
-            error_message: None,
-            event_pending: false,
-            event_claim_until: None,
-            lease_until: None,
-            notified_at: None,
-            notify_claim_until: None,
-            notify_error: None,
-            created_at: now,
-            updated_at: now,
-        };
+        });
+        job.event_pending = false;
         jobs::jobs(&self.db).insert_one(&job).await.unwrap();
         events::to_event(&VideoUploaded {
             job_id: job.id,
@@ -130,10 +107,6 @@ impl App {
             .await
             .unwrap()
     }
-}
-
-fn uuid_like() -> String {
-    testkit::unique_name("job-")
 }
 
 #[tokio::test]

@@ -19,9 +19,8 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
 use mongodb::Database;
 use mongodb::gridfs::GridFsBucket;
-use mongodb::options::GridFsBucketOptions;
 use vidmp3_runtime::config::{ConfigError, Env, MongoSettings};
-use vidmp3_runtime::jobs::{MP3S_BUCKET, VIDEOS_BUCKET};
+use vidmp3_runtime::jobs::{self, MP3S_BUCKET, VIDEOS_BUCKET};
 use vidmp3_runtime::jwt::{JwtKeys, JwtSettings};
 use vidmp3_runtime::{Problem, db, telemetry};
 
@@ -115,16 +114,9 @@ impl AppState {
     /// A malformed `MONGODB_URI` or an unusable secret.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let db = db::mongo_database(&settings.mongo, settings.db_connect_timeout).await?;
-        let bucket = |name: &str| {
-            db.gridfs_bucket(
-                GridFsBucketOptions::builder()
-                    .bucket_name(name.to_owned())
-                    .build(),
-            )
-        };
         Ok(Self {
-            videos: bucket(VIDEOS_BUCKET),
-            mp3s: bucket(MP3S_BUCKET),
+            videos: jobs::bucket(&db, VIDEOS_BUCKET),
+            mp3s: jobs::bucket(&db, MP3S_BUCKET),
             keys: JwtKeys::new(settings.jwt.clone())?,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))

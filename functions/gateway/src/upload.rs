@@ -19,7 +19,7 @@ use mongodb::bson::{Bson, DateTime, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 use vidmp3_runtime::Problem;
 use vidmp3_runtime::events::OutputOptions;
-use vidmp3_runtime::jobs::{self, Job, JobState};
+use vidmp3_runtime::jobs::{self, Job, JobState, NewJob};
 use vidmp3_runtime::jwt::Authenticated;
 
 use crate::sniff::{SNIFF_BYTES, Verdict, sniff};
@@ -318,37 +318,19 @@ async fn create_job(
     stored: &StoredVideo,
     output: OutputOptions,
 ) -> Result<Job, Problem> {
-    let now = DateTime::now();
-    let job = Job {
-        id: uuid::Uuid::now_v7().to_string(),
+    let mut job = Job::uploaded(NewJob {
         owner_id: claims.sub.clone(),
         owner_email: claims.email.clone(),
         filename: stored.filename.clone(),
         content_type: stored.content_type.clone(),
-        size_bytes: i64::try_from(stored.size_bytes).unwrap_or(i64::MAX),
-        video_id: Some(stored.id),
-        state: JobState::Uploaded,
-        progress: 0.0,
+        size_bytes: stored.size_bytes,
+        video_id: stored.id,
         output,
-        mp3_id: None,
-        duration_s: None,
-        mp3_size_bytes: None,
-        bitrate_kbps: None,
-        partial: false,
-        error_code: None,
-        error_message: None,
-        event_pending: true,
-        // The uploading request holds the outbox claim, so the redelivery timer does not send it concurrently.
-        event_claim_until: Some(DateTime::from_millis(
-            now.timestamp_millis() + outbox::CLAIM_MS,
-        )),
-        lease_until: None,
-        notified_at: None,
-        notify_claim_until: None,
-        notify_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+    });
+    // The uploading request holds the outbox claim, so the redelivery timer does not send it concurrently.
+    job.event_claim_until = Some(DateTime::from_millis(
+        job.created_at.timestamp_millis() + outbox::CLAIM_MS,
+    ));
     jobs::jobs(&state.db)
         .insert_one(&job)
         .await

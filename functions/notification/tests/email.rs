@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use cloudevents::binding::reqwest::RequestBuilderExt;
-use mongodb::bson::{DateTime, doc};
+use mongodb::bson::doc;
 use notification::{AppState, Settings};
 use vidmp3_runtime::config::Env;
 use vidmp3_runtime::events::{self, AudioConverted, ConversionFailed, OutputOptions};
-use vidmp3_runtime::jobs::{self, Job, JobState};
+use vidmp3_runtime::jobs::{self, Job, JobState, NewJob};
 
 struct App {
     url: String,
@@ -53,34 +53,23 @@ async fn spawn_app(smtp: testkit::SmtpServer) -> App {
 }
 
 fn job(id: &str, filename: &str, owner: &str, state: JobState) -> Job {
-    let now = DateTime::now();
-    Job {
-        id: id.into(),
+    let mut job = Job::uploaded(NewJob {
         owner_id: "1".into(),
         owner_email: owner.into(),
         filename: filename.into(),
         content_type: "video/mp4".into(),
         size_bytes: 1000,
-        video_id: None,
-        state,
-        progress: 1.0,
+        video_id: mongodb::bson::oid::ObjectId::new(),
         output: OutputOptions::default(),
-        mp3_id: None,
-        duration_s: Some(125.0),
-        mp3_size_bytes: Some(3_000_000),
-        bitrate_kbps: Some(192),
-        partial: false,
-        error_code: None,
-        error_message: None,
-        event_pending: false,
-        event_claim_until: None,
-        lease_until: None,
-        notified_at: None,
-        notify_claim_until: None,
-        notify_error: None,
-        created_at: now,
-        updated_at: now,
-    }
+    });
+    job.id = id.into();
+    job.state = state;
+    job.event_pending = false;
+    job.progress = 1.0;
+    job.duration_s = Some(125.0);
+    job.mp3_size_bytes = Some(3_000_000);
+    job.bitrate_kbps = Some(192);
+    job
 }
 
 impl App {

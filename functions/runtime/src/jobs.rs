@@ -4,6 +4,8 @@
 //! (filter on the current state), which is what makes a redelivered event harmless.
 
 use mongodb::bson::{DateTime, oid::ObjectId};
+use mongodb::gridfs::GridFsBucket;
+use mongodb::options::GridFsBucketOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +113,68 @@ pub struct Job {
     pub created_at: DateTime,
     /// Last changed.
     pub updated_at: DateTime,
+}
+
+/// What a new job is made of: the stored upload and its owner.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// The owner's user id (the JWT `sub`).
+    pub owner_id: String,
+    /// The owner's email.
+    pub owner_email: String,
+    /// The uploaded file's name.
+    pub filename: String,
+    /// The declared Content-Type.
+    pub content_type: String,
+    /// Bytes stored.
+    pub size_bytes: u64,
+    /// GridFS id of the video in bucket [`VIDEOS_BUCKET`].
+    pub video_id: ObjectId,
+    /// Requested encoding.
+    pub output: OutputOptions,
+}
+
+impl Job {
+    /// A fresh job in state `uploaded` with a new UUID v7 id, its event pending in the outbox.
+    pub fn uploaded(new: NewJob) -> Self {
+        let now = DateTime::now();
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            owner_id: new.owner_id,
+            owner_email: new.owner_email,
+            filename: new.filename,
+            content_type: new.content_type,
+            size_bytes: i64::try_from(new.size_bytes).unwrap_or(i64::MAX),
+            video_id: Some(new.video_id),
+            state: JobState::Uploaded,
+            progress: 0.0,
+            output: new.output,
+            mp3_id: None,
+            duration_s: None,
+            mp3_size_bytes: None,
+            bitrate_kbps: None,
+            partial: false,
+            error_code: None,
+            error_message: None,
+            event_pending: true,
+            event_claim_until: None,
+            lease_until: None,
+            notified_at: None,
+            notify_claim_until: None,
+            notify_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// The GridFS bucket `name` ([`VIDEOS_BUCKET`] or [`MP3S_BUCKET`]) of `db`.
+pub fn bucket(db: &Database, name: &str) -> GridFsBucket {
+    db.gridfs_bucket(
+        GridFsBucketOptions::builder()
+            .bucket_name(name.to_owned())
+            .build(),
+    )
 }
 
 /// The `jobs` collection, typed.
