@@ -50,30 +50,40 @@ enum UserCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_tracing();
-    let settings = or_exit(Settings::from_env(&Env::process()));
+    let env = Env::process();
+    let command = cli.command.unwrap_or(Command::Serve);
+    let Command::Serve = command else {
+        // The CLI needs the database only: no JWT_SECRET for `migrate` or `user add`.
+        let database_url: String = or_exit(env.required("DATABASE_URL"));
+        let timeout = or_exit(env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5));
+        let pool = vidmp3_runtime::db::mysql_pool(&database_url, timeout)?;
+        return run_cli(command, &pool).await;
+    };
+    let settings = or_exit(Settings::from_env(&env));
     let state = AppState::new(&settings)?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let pool = state.pool.clone();
-            // Migrations run in the background so a cold start answers at once; they retry until MySQL answers.
-            tokio::spawn(async move {
-                let mut delay = std::time::Duration::from_millis(500);
-                loop {
-                    match users::migrate(&pool).await {
-                        Ok(()) => break tracing::info!("migrations applied"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "migrations not applied yet; retrying")
-                        }
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    let pool = state.pool.clone();
+    // Migrations run in the background so a cold start answers at once; they retry until MySQL answers.
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(500);
+        loop {
+            match users::migrate(&pool).await {
+                Ok(()) => break tracing::info!("migrations applied"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "migrations not applied yet; retrying")
                 }
-            });
-            tokio::task::spawn_blocking(password::warm_up);
-            serve::serve(auth::router(state)).await
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
         }
+    });
+    tokio::task::spawn_blocking(password::warm_up);
+    serve::serve(auth::router(state)).await
+}
+
+async fn run_cli(command: Command, pool: &sqlx::MySqlPool) -> anyhow::Result<()> {
+    match command {
         Command::Migrate => {
-            users::migrate(&state.pool).await?;
+            users::migrate(pool).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -95,9 +105,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             password::check_new_password(&password).map_err(anyhow::Error::msg)?;
-            users::migrate(&state.pool).await?;
+            users::migrate(pool).await?;
             let hash = password::hash(password).await?;
-            match users::create(&state.pool, &email, &hash, admin).await {
+            match users::create(pool, &email, &hash, admin).await {
                 Ok(id) => println!(
                     "created user {id} <{}>{}",
                     email.as_str(),
@@ -110,5 +120,6 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Serve => Ok(()),
     }
 }

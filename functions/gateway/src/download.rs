@@ -27,6 +27,14 @@ use crate::{AppState, mongo_problem};
 const READ_BUFFER: usize = 255 * 1024;
 
 /// `GET /jobs/{id}/mp3`.
+#[utoipa::path(get, path = "/jobs/{id}/mp3", tag = "downloads", description = "Streams the job's MP3 to its owner.",
+    params(("id" = String, Path, description = "job id (UUID)")),
+    responses((status = 200, description = "the MP3 (Content-Disposition attachment, ETag, Accept-Ranges)", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 206, description = "a single byte range (Content-Range)", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 304, description = "If-None-Match matched the ETag"),
+        (status = 400, description = "malformed id", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 404, description = "no such job or file (or not yours), or the job failed", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not converted yet", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 416, description = "range not satisfiable", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn job_mp3(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
@@ -39,13 +47,22 @@ pub async fn job_mp3(
 }
 
 /// Query of `GET /download`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
     /// The MP3's GridFS id (24 hex digits).
     pub fid: String,
 }
 
 /// `GET /download?fid=<mp3 id>` (the tutorial's route).
+#[utoipa::path(get, path = "/download", tag = "downloads", description = "Streams an MP3 by its GridFS id (the tutorial's route).",
+    params(crate::download::DownloadQuery),
+    responses((status = 200, description = "the MP3 (Content-Disposition attachment, ETag, Accept-Ranges)", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 206, description = "a single byte range (Content-Range)", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 304, description = "If-None-Match matched the ETag"),
+        (status = 400, description = "malformed id", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 404, description = "no such job or file (or not yours), or the job failed", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not converted yet", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 416, description = "range not satisfiable", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn by_file_id(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,

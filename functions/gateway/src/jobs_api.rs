@@ -14,7 +14,7 @@ use vidmp3_runtime::jwt::{Authenticated, Claims};
 use crate::{AppState, mongo_problem};
 
 /// A job as clients see it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     /// Job id.
     pub job_id: String,
@@ -43,7 +43,7 @@ pub struct JobView {
 }
 
 /// Why a job failed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     /// Stable code (`no_audio_stream`, `invalid_data`…).
     pub code: String,
@@ -52,7 +52,7 @@ pub struct JobError {
 }
 
 /// The converted MP3.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Mp3View {
     /// `GET` this to download.
     pub url: String,
@@ -116,16 +116,18 @@ pub async fn load_visible(state: &AppState, claims: &Claims, id: &str) -> Result
 }
 
 /// Query of `GET /jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1..=100 (default 20).
     pub limit: Option<u32>,
-    /// Cursor: the `next_cursor` of the previous page.
+    /// Cursor: the `next_cursor` of the previous page (also accepted as `cursor`).
+    #[serde(alias = "cursor")]
     pub before: Option<String>,
 }
 
 /// A page of jobs, newest first.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobPage {
     /// The jobs.
     pub jobs: Vec<JobView>,
@@ -135,6 +137,10 @@ pub struct JobPage {
 }
 
 /// `GET /jobs`.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", description = "The caller's jobs, newest first, paged with `before`.",
+    params(crate::jobs_api::ListQuery),
+    responses((status = 200, body = crate::jobs_api::JobPage), (status = 400, description = "limit out of 1..=100 or a malformed cursor", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
@@ -176,6 +182,10 @@ pub async fn list(
 }
 
 /// `GET /jobs/{id}`.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", description = "One job: state, progress, error, the MP3 link once converted.",
+    params(("id" = String, Path, description = "job id (UUID)")),
+    responses((status = 200, body = crate::jobs_api::JobView), (status = 400, description = "malformed id", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 404, description = "no such job (or not yours)", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
@@ -187,6 +197,10 @@ pub async fn get(
 }
 
 /// `DELETE /jobs/{id}`: removes the video, the MP3 and the job; 204.
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", description = "Deletes the job, its video and its MP3.",
+    params(("id" = String, Path, description = "job id (UUID)")),
+    responses((status = 204, description = "deleted"), (status = 400, description = "malformed id", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 404, description = "no such job (or not yours)", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,

@@ -7,6 +7,7 @@
 pub mod download;
 pub mod jobs_api;
 pub mod login;
+pub mod openapi;
 pub mod outbox;
 pub mod sniff;
 pub mod upload;
@@ -151,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/mp3", get(download::job_mp3))
         .route("/download", get(download::by_file_id))
         .route("/internal/redeliver", post(outbox::redeliver))
+        .route("/openapi.json", get(openapi::serve_openapi))
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(state);
     telemetry::instrument(routes, "gateway", readiness)

@@ -9,6 +9,15 @@ use vidmp3_runtime::Problem;
 use crate::AppState;
 
 /// Proxies to `${AUTH_URL}/login` with the request's `Authorization`, `Accept` and `X-Forwarded-For`.
+#[utoipa::path(post, path = "/login", tag = "auth",
+    description = "Forwards HTTP Basic credentials (RFC 7617, UTF-8) to auth byte for byte and returns its answer.",
+    responses(
+        (status = 200, description = "The JWT as text/plain, or {access_token, token_type, expires_in} with Accept: application/json", content_type = "text/plain", body = String),
+        (status = 401, description = "wrong email or password, or malformed credentials", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "too many failed logins; see Retry-After", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "auth (or its database) did not answer", body = vidmp3_runtime::Problem, content_type = "application/problem+json")
+    ),
+    security(("basic" = [])))]
 pub async fn login(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     let mut request = state
         .http

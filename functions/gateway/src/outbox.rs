@@ -62,7 +62,7 @@ pub async fn send_claimed(state: &AppState, job: &Job) -> bool {
 }
 
 /// Answer of `POST /internal/redeliver`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RedeliverReport {
     /// Events the sink accepted.
     pub sent: u32,
@@ -72,6 +72,8 @@ pub struct RedeliverReport {
 
 /// Claims and re-sends pending events, up to [`REDELIVER_BATCH`]; stops at the first refusal (the sink is
 /// down: hammering it helps nobody).
+#[utoipa::path(post, path = "/internal/redeliver", tag = "internal", description = "Re-sends pending video.uploaded events (called by a PingSource / the dev stack's timer).",
+    responses((status = 200, body = crate::outbox::RedeliverReport)))]
 pub async fn redeliver(State(state): State<AppState>) -> Json<RedeliverReport> {
     let collection = jobs::jobs(&state.db);
     let mut report = RedeliverReport::default();

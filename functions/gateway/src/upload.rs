@@ -29,7 +29,8 @@ use crate::{AppState, mongo_problem, outbox};
 pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
 /// Query parameters of `POST /upload`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// File name for raw-body uploads.
     pub filename: Option<String>,
@@ -40,7 +41,7 @@ pub struct UploadQuery {
 }
 
 /// The 202 answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UploadAccepted {
     /// The new job's id.
     pub job_id: String,
@@ -63,6 +64,19 @@ fn outcome(o: &'static str) {
 }
 
 /// The handler.
+#[utoipa::path(post, path = "/upload", tag = "jobs",
+    description = "Streams a video into GridFS and starts a conversion job. multipart/form-data with one part `file` (optional parts bitrate_kbps / vbr_quality before it), or a raw video/*, audio/* or application/octet-stream body with ?filename=.",
+    params(crate::upload::UploadQuery),
+    request_body(content_type = "multipart/form-data", description = "one part named `file`"),
+    responses(
+        (status = 202, description = "Stored; the job is queued", body = crate::upload::UploadAccepted),
+        (status = 400, description = "empty file, malformed form, bad output options, more than one file", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "larger than MAX_UPLOAD_BYTES", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not a video or audio file (text, image, archive...)", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "MongoDB did not answer; nothing was kept", body = vidmp3_runtime::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,

@@ -807,3 +807,77 @@ async fn metrics_and_health() {
         .state;
     assert_eq!(job_state, JobState::Uploaded);
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_status_and_body() {
+    let app = spawn_app(&[]).await;
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let expect: &[(&str, &str, &[&str])] = &[
+        ("/login", "post", &["200", "401", "429", "503"]),
+        (
+            "/upload",
+            "post",
+            &["202", "400", "401", "413", "415", "503"],
+        ),
+        ("/jobs", "get", &["200", "400", "401", "503"]),
+        ("/jobs/{id}", "get", &["200", "400", "401", "404", "503"]),
+        ("/jobs/{id}", "delete", &["204", "400", "401", "404", "503"]),
+        (
+            "/jobs/{id}/mp3",
+            "get",
+            &[
+                "200", "206", "304", "400", "401", "404", "409", "416", "503",
+            ],
+        ),
+        (
+            "/download",
+            "get",
+            &["200", "206", "400", "401", "404", "416"],
+        ),
+        ("/internal/redeliver", "post", &["200"]),
+        ("/healthz", "get", &["200"]),
+        ("/readyz", "get", &["200", "503"]),
+        ("/metrics", "get", &["200"]),
+        ("/openapi.json", "get", &["200"]),
+    ];
+    for (path, method, statuses) in expect {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        for status in *statuses {
+            assert!(
+                op["responses"][status].is_object(),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
+    for schema in [
+        "Problem",
+        "JobView",
+        "JobPage",
+        "UploadAccepted",
+        "JobState",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
+    }
+    assert_eq!(
+        doc["paths"].as_object().unwrap().len(),
+        11,
+        "every route and only routes"
+    );
+}

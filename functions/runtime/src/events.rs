@@ -16,7 +16,7 @@ pub const AUDIO_CONVERTED: &str = "dev.vidmp3.audio.converted";
 pub const CONVERSION_FAILED: &str = "dev.vidmp3.conversion.failed";
 
 /// How the MP3 is encoded. At most one field is set; none means VBR quality 2.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputOptions {
     /// Constant bitrate in kbit/s, 64..=320.

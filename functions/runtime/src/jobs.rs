@@ -19,7 +19,7 @@ pub const VIDEOS_BUCKET: &str = "videos";
 pub const MP3S_BUCKET: &str = "mp3s";
 
 /// Where a job is in its life.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Stored, waiting for the converter.

@@ -10,7 +10,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// A problem details document (RFC 9457 §3.1) with the extension member `code`.
 ///
 /// `type` is `/problems/<code>` (a URI reference, RFC 9457 §3.1.1), so clients may switch on either.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Problem {
     /// `/problems/<code>`.
     #[serde(rename = "type")]
