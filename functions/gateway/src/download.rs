@@ -7,7 +7,7 @@
 //! `Content-Range`; an unsatisfiable one 416; `If-None-Match` with the ETag 304.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use mongodb::bson::{Bson, doc, oid::ObjectId};
@@ -16,9 +16,9 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tokio_util::io::ReaderStream;
-use vidmp3_runtime::Problem;
 use vidmp3_runtime::jobs::{self, Job, JobState};
 use vidmp3_runtime::jwt::Authenticated;
+use vidmp3_runtime::{Problem, ProblemQuery};
 
 use crate::jobs_api::{load_visible, parse_job_id};
 use crate::{AppState, mongo_problem};
@@ -66,7 +66,7 @@ pub struct DownloadQuery {
 pub async fn by_file_id(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
-    Query(query): Query<DownloadQuery>,
+    ProblemQuery(query): ProblemQuery<DownloadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let fid = ObjectId::parse_str(&query.fid).map_err(|_| {

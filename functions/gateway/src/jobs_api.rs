@@ -2,14 +2,14 @@
 //! exactly like an unknown id (an admin sees every job); a malformed id answers 400.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, doc};
 use serde::{Deserialize, Serialize};
-use vidmp3_runtime::Problem;
 use vidmp3_runtime::jobs::{self, Job, JobState};
 use vidmp3_runtime::jwt::{Authenticated, Claims};
+use vidmp3_runtime::{Problem, ProblemQuery};
 
 use crate::{AppState, mongo_problem};
 
@@ -144,7 +144,7 @@ pub struct JobPage {
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
-    Query(query): Query<ListQuery>,
+    ProblemQuery(query): ProblemQuery<ListQuery>,
 ) -> Result<Json<JobPage>, Problem> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {

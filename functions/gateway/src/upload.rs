@@ -11,16 +11,16 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{AsyncWriteExt, Stream, StreamExt};
 use mongodb::bson::{Bson, DateTime, oid::ObjectId};
 use serde::{Deserialize, Serialize};
-use vidmp3_runtime::Problem;
 use vidmp3_runtime::events::OutputOptions;
 use vidmp3_runtime::jobs::{self, Job, JobState, NewJob};
 use vidmp3_runtime::jwt::Authenticated;
+use vidmp3_runtime::{Problem, ProblemQuery};
 
 use crate::sniff::{SNIFF_BYTES, Verdict, sniff};
 use crate::{AppState, mongo_problem, outbox};
@@ -80,7 +80,7 @@ fn outcome(o: &'static str) {
 pub async fn upload(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
-    Query(query): Query<UploadQuery>,
+    ProblemQuery(query): ProblemQuery<UploadQuery>,
     request: Request,
 ) -> Result<Response, Problem> {
     let result = upload_inner(&state, &claims, query, request).await;

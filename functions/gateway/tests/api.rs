@@ -616,6 +616,14 @@ async fn jobs_are_listed_newest_first_in_pages() {
     assert_eq!(page2["jobs"][0]["job_id"], ids[0].as_str());
     assert!(page2.get("next_cursor").is_none());
     assert_eq!(app.get(&token, "/jobs?limit=0").await.status(), 400);
+    assert_eq!(
+        problem_code(app.get(&token, "/jobs?limit=abc").await).await,
+        "invalid_query"
+    );
+    assert_eq!(
+        problem_code(app.get(&token, "/download").await).await,
+        "invalid_query"
+    );
 }
 
 #[tokio::test]

@@ -18,4 +18,4 @@ pub mod problem;
 pub mod serve;
 pub mod telemetry;
 
-pub use problem::Problem;
+pub use problem::{Problem, ProblemQuery};

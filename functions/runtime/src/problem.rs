@@ -148,3 +148,25 @@ mod tests {
         assert_eq!(r.headers()[header::RETRY_AFTER], "5");
     }
 }
+
+/// `Query<T>` whose rejection is a 400 problem (`invalid_query`) instead of axum's plain-text answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProblemQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ProblemQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|e| Problem::bad_request("invalid_query", e.body_text()))
+    }
+}
