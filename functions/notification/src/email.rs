@@ -16,6 +16,8 @@ pub enum Outcome<'a> {
         size_bytes: u64,
         /// Where to download it.
         download_url: &'a str,
+        /// The source was damaged or cut short: only the readable part was converted.
+        partial: bool,
     },
     /// The conversion failed for good.
     Failed {
@@ -43,16 +45,18 @@ pub fn build(
             duration_s,
             size_bytes,
             download_url,
+            partial,
         } => {
             let duration = format_duration(*duration_s);
             let size = format_size(*size_bytes);
+            let damaged = if *partial { PARTIAL_NOTE } else { "" };
             (
                 format!("Your MP3 is ready: {name}"),
                 format!(
-                    "Hello,\n\nthe audio of \"{name}\" is ready as an MP3 ({duration}, {size}).\n\nDownload it (log in first): {download_url}\n\nJob {job_id}.\n"
+                    "Hello,\n\nthe audio of \"{name}\" is ready as an MP3 ({duration}, {size}).{damaged}\n\nDownload it (log in first): {download_url}\n\nJob {job_id}.\n"
                 ),
                 format!(
-                    "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello,</p><p>the audio of <strong>{}</strong> is ready as an MP3 ({duration}, {size}).</p><p><a href=\"{}\">Download the MP3</a> (log in first).</p><p style=\"color:#666\">Job {}</p></body></html>",
+                    "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello,</p><p>the audio of <strong>{}</strong> is ready as an MP3 ({duration}, {size}).{damaged}</p><p><a href=\"{}\">Download the MP3</a> (log in first).</p><p style=\"color:#666\">Job {}</p></body></html>",
                     html_escape(&name),
                     html_escape(download_url),
                     html_escape(job_id)
@@ -83,6 +87,10 @@ pub fn build(
         .subject(subject)
         .multipart(MultiPart::alternative_plain_html(text, html))
 }
+
+/// Said when only part of a damaged source could be converted.
+const PARTIAL_NOTE: &str =
+    " The video was damaged or cut short: the MP3 holds the part that could be read.";
 
 /// What the user can do about a failure, by reason code.
 pub fn advice(reason: &str) -> &'static str {
@@ -150,6 +158,7 @@ mod tests {
             duration_s: 61.0,
             size_bytes: 2_000_000,
             download_url: "http://h/jobs/1/mp3",
+            partial: true,
         };
         let raw =
             String::from_utf8(build(&from, to, evil, "j1", &outcome).unwrap().formatted()).unwrap();
@@ -170,5 +179,9 @@ mod tests {
             "{raw}"
         );
         assert!(flat.contains("1:01"));
+        assert!(
+            flat.contains("damaged or cut short"),
+            "a partial conversion says so"
+        );
     }
 }

@@ -313,6 +313,7 @@ async fn send(state: &AppState, job: &Job, request: &Request) -> Result<(), Send
             duration_s: c.duration_s,
             size_bytes: c.size_bytes,
             download_url: &download_url,
+            partial: job.partial,
         },
         (_, Some(f)) => email::Outcome::Failed {
             reason: &f.reason,
