@@ -39,8 +39,6 @@ use vidmp3_runtime::{Problem, db, telemetry};
 
 use crate::transcode::{self, Encoding, TranscodeError, TranscodeOptions};
 
-/// Largest CloudEvent body accepted, in bytes (events carry ids, never media).
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// A converter's lease on a job, renewed about once a second while it works, in milliseconds.
 pub const LEASE_MS: i64 = 15_000;
 
@@ -122,7 +120,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/", post(receive))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_EVENT_BYTES,
+            events::MAX_EVENT_BYTES,
         ))
         .with_state(state);
     telemetry::instrument(routes, "converter", readiness)
@@ -316,7 +314,7 @@ async fn convert(
             (None, None) => Encoding::default(),
         },
         max_duration_s: Some(state.settings.max_duration_s),
-        fallback_title: Some(stem(&job.filename).to_owned()),
+        fallback_title: Some(jobs::filename_stem(&job.filename).to_owned()),
     };
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(0.0f64);
     let heartbeat = tokio::spawn(heartbeat(state.db.clone(), job.id.clone(), progress_rx));
@@ -353,7 +351,7 @@ async fn convert(
     );
 
     let mp3_id = ObjectId::new();
-    let mp3_name = format!("{}.mp3", stem(&job.filename));
+    let mp3_name = jobs::mp3_filename(&job.filename);
     store_mp3(state, mp3_id, &mp3_name, output.path())
         .await
         .map_err(|e| transient("could not store the MP3", &e))?;
@@ -486,12 +484,5 @@ fn failed_event(job: &Job) -> ConversionFailed {
         filename: job.filename.clone(),
         reason: job.error_code.clone().unwrap_or_else(|| "internal".into()),
         message: job.error_message.clone().unwrap_or_default(),
-    }
-}
-
-fn stem(filename: &str) -> &str {
-    match filename.rsplit_once('.') {
-        Some((stem, _)) if !stem.is_empty() => stem,
-        _ => filename,
     }
 }

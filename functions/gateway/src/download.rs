@@ -160,7 +160,7 @@ async fn serve_mp3(state: &AppState, job: &Job, headers: &HeaderMap) -> Result<R
         .header(header::CONTENT_LENGTH, length)
         .header(
             header::CONTENT_DISPOSITION,
-            content_disposition(&mp3_name(&job.filename)),
+            content_disposition(&jobs::mp3_filename(&job.filename)),
         );
     builder = if range.is_some() {
         builder.status(StatusCode::PARTIAL_CONTENT).header(
@@ -205,15 +205,6 @@ fn parse_range(raw: &str, total: u64) -> Result<Option<(u64, u64)>, ()> {
         (first, last)
     };
     Ok(Some(range))
-}
-
-/// `clip.mov` → `clip.mp3`.
-fn mp3_name(upload: &str) -> String {
-    let stem = match upload.rsplit_once('.') {
-        Some((stem, _)) if !stem.is_empty() => stem,
-        _ => upload,
-    };
-    format!("{stem}.mp3")
 }
 
 /// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded>` (RFC 6266, RFC 8187).
@@ -265,11 +256,11 @@ mod tests {
 
     #[test]
     fn disposition_has_an_ascii_fallback_and_utf8_name() {
-        assert_eq!(mp3_name("Café – été.mkv"), "Café – été.mp3");
+        assert_eq!(jobs::mp3_filename("Café – été.mkv"), "Café – été.mp3");
         assert_eq!(
             content_disposition("Café \"x\".mp3"),
             "attachment; filename=\"Caf_ _x_.mp3\"; filename*=UTF-8''Caf%C3%A9%20%22x%22.mp3"
         );
-        assert_eq!(mp3_name("noext"), "noext.mp3");
+        assert_eq!(jobs::mp3_filename("noext"), "noext.mp3");
     }
 }

@@ -29,8 +29,6 @@ use vidmp3_runtime::events::{self, AudioConverted, ConversionFailed};
 use vidmp3_runtime::jobs::{self, Job};
 use vidmp3_runtime::{Problem, db, telemetry};
 
-/// Largest CloudEvent body accepted, in bytes (events carry ids, never media).
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// How long a sender holds a job's notification claim, in milliseconds.
 pub const CLAIM_MS: i64 = 120_000;
 
@@ -160,7 +158,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/", post(receive))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_EVENT_BYTES,
+            events::MAX_EVENT_BYTES,
         ))
         .with_state(state);
     telemetry::instrument(routes, "notification", readiness)

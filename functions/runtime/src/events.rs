@@ -15,6 +15,10 @@ pub const AUDIO_CONVERTED: &str = "dev.vidmp3.audio.converted";
 /// `type` of the converter's reply when a conversion failed for good.
 pub const CONVERSION_FAILED: &str = "dev.vidmp3.conversion.failed";
 
+/// Largest CloudEvent body a function accepts, in bytes (events carry ids, never media). The cloudevents
+/// extractor ignores axum's `DefaultBodyLimit`, so handlers cap bodies with a `RequestBodyLimitLayer`.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
 /// How the MP3 is encoded. At most one field is set; none means VBR quality 2.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -168,6 +168,20 @@ impl Job {
     }
 }
 
+/// The file name without its last extension (`clip.final.mov` → `clip.final`); the whole name when it has
+/// none or starts with the only dot.
+pub fn filename_stem(filename: &str) -> &str {
+    match filename.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => filename,
+    }
+}
+
+/// The MP3's name for an upload: `clip.mov` → `clip.mp3`.
+pub fn mp3_filename(upload: &str) -> String {
+    format!("{}.mp3", filename_stem(upload))
+}
+
 /// The GridFS bucket `name` ([`VIDEOS_BUCKET`] or [`MP3S_BUCKET`]) of `db`.
 pub fn bucket(db: &Database, name: &str) -> GridFsBucket {
     db.gridfs_bucket(
