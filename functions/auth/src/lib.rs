@@ -26,7 +26,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 use vidmp3_runtime::config::{ConfigError, Env};
-use vidmp3_runtime::jwt::{Authenticated, Claims, JwtKeys, JwtSettings};
+use vidmp3_runtime::jwt::{Authenticated, Claims, JwtKeys, JwtSettings, TokenVerifier};
 use vidmp3_runtime::{Problem, db, telemetry};
 
 use crate::limiter::LoginLimiter;
@@ -85,6 +85,12 @@ pub struct AppState {
 impl FromRef<AppState> for JwtKeys {
     fn from_ref(state: &AppState) -> Self {
         state.keys.clone()
+    }
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        TokenVerifier::Local(state.keys.clone())
     }
 }
 

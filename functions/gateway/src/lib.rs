@@ -2,7 +2,8 @@
 //! status, owner-only downloads, and the `video.uploaded` CloudEvent to the Broker (`K_SINK`) with an outbox.
 //!
 //! JWTs are verified here with the same code as auth's `/validate` (`vidmp3_runtime::jwt`), so serving a
-//! request never wakes auth. Every error is `application/problem+json`.
+//! request never wakes auth (`TOKEN_VERIFICATION=auth` asks auth's `/validate` instead, for comparison).
+//! Every error is `application/problem+json`.
 
 pub mod download;
 pub mod jobs_api;
@@ -22,7 +23,7 @@ use mongodb::Database;
 use mongodb::gridfs::GridFsBucket;
 use vidmp3_runtime::config::{ConfigError, Env, MongoSettings};
 use vidmp3_runtime::jobs::{self, MP3S_BUCKET, VIDEOS_BUCKET};
-use vidmp3_runtime::jwt::{JwtKeys, JwtSettings};
+use vidmp3_runtime::jwt::{JwtKeys, JwtSettings, RemoteValidator, TokenVerifier, VerificationMode};
 use vidmp3_runtime::{Problem, db, telemetry};
 
 /// Default `MAX_UPLOAD_BYTES`: 2 GiB.
@@ -46,6 +47,8 @@ pub struct Settings {
     pub public_base_url: String,
     /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5).
     pub db_connect_timeout: Duration,
+    /// `TOKEN_VERIFICATION`: `local` (default: verify JWTs here) or `auth` (ask auth's `/validate` per request).
+    pub token_verification: VerificationMode,
 }
 
 impl Settings {
@@ -81,6 +84,7 @@ impl Settings {
                 .trim_end_matches('/')
                 .to_owned(),
             db_connect_timeout: env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5)?,
+            token_verification: env.or("TOKEN_VERIFICATION", VerificationMode::Local)?,
         })
     }
 }
@@ -96,6 +100,8 @@ pub struct AppState {
     pub mp3s: GridFsBucket,
     /// Token verification keys.
     pub keys: JwtKeys,
+    /// What the `Authenticated` extractor uses: [`AppState::keys`], or auth's `/validate`.
+    pub verifier: TokenVerifier,
     /// Client for auth and the sink.
     pub http: reqwest::Client,
     /// The settings.
@@ -108,6 +114,12 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
 impl AppState {
     /// State from settings; connects nothing yet.
     ///
@@ -115,14 +127,23 @@ impl AppState {
     /// A malformed `MONGODB_URI` or an unusable secret.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let db = db::mongo_database(&settings.mongo, settings.db_connect_timeout).await?;
+        let keys = JwtKeys::new(settings.jwt.clone())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let verifier = match settings.token_verification {
+            VerificationMode::Local => TokenVerifier::Local(keys.clone()),
+            VerificationMode::Auth => {
+                TokenVerifier::Remote(RemoteValidator::new(http.clone(), &settings.auth_url))
+            }
+        };
         Ok(Self {
             videos: jobs::bucket(&db, VIDEOS_BUCKET),
             mp3s: jobs::bucket(&db, MP3S_BUCKET),
-            keys: JwtKeys::new(settings.jwt.clone())?,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            keys,
+            verifier,
+            http,
             db,
             settings: Arc::new(settings),
         })

@@ -5,6 +5,9 @@
 //! non-Bearer `Authorization` header, malformed tokens, any algorithm but HS256 (`alg: none`, HS512, RS256
 //! with a public key as the HMAC secret…), a wrong signature, a missing `sub`/`exp`/`iat`/`iss`/`aud`/
 //! `email`/`admin`, a wrong issuer or audience, an expired token, and `iat` more than [`LEEWAY`] in the future.
+//!
+//! [`TokenVerifier`] lets a function choose instead to ask auth's `/validate` on every request
+//! ([`VerificationMode::Auth`]); the gateway offers it (`TOKEN_VERIFICATION=auth`) to measure that design.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -267,24 +270,127 @@ fn missing_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_owned())
 }
 
+/// Where a function checks bearer tokens (`TOKEN_VERIFICATION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerificationMode {
+    /// `local`: verify the signature and claims here with the shared key (no network; the default).
+    #[default]
+    Local,
+    /// `auth`: ask auth's `POST /validate` for every request (the tutorial's design: slower, and every
+    /// request wakes auth).
+    Auth,
+}
+
+impl std::str::FromStr for VerificationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "local" => Ok(Self::Local),
+            "auth" => Ok(Self::Auth),
+            _ => Err("expected `local` or `auth`".to_owned()),
+        }
+    }
+}
+
+/// Checks tokens by calling auth's `POST /validate` with the request's `Authorization` header.
+#[derive(Clone, Debug)]
+pub struct RemoteValidator {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl RemoteValidator {
+    /// A validator calling `{auth_url}/validate` with `http`.
+    pub fn new(http: reqwest::Client, auth_url: &str) -> Self {
+        Self {
+            http,
+            url: format!("{}/validate", auth_url.trim_end_matches('/')),
+        }
+    }
+
+    /// Asks auth about the `Authorization` header.
+    ///
+    /// # Errors
+    /// 401 with auth's problem when auth refuses the token (401 `missing_token` without asking when there
+    /// is no header); 503 when auth does not answer or answers anything else.
+    pub async fn verify_header(&self, header: Option<&HeaderValue>) -> Result<Claims, Problem> {
+        let header = header.ok_or(TokenError::Missing)?;
+        let unavailable =
+            || Problem::unavailable("the token service is not answering; try again shortly");
+        let answer = self
+            .http
+            .post(&self.url)
+            .header(header::AUTHORIZATION, header)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "auth /validate unreachable");
+                unavailable()
+            })?;
+        match answer.status().as_u16() {
+            200 => answer.json::<Claims>().await.map_err(|e| {
+                tracing::warn!(error = %e, "auth /validate answered unreadable claims");
+                unavailable()
+            }),
+            401 => Err(match answer.json::<Problem>().await {
+                Ok(problem) if problem.status == 401 => problem,
+                _ => Problem::unauthorized("the token was refused"),
+            }),
+            status => {
+                tracing::warn!(status, "auth /validate answered an unexpected status");
+                Err(unavailable())
+            }
+        }
+    }
+}
+
+/// How the [`Authenticated`] extractor checks a token: locally with [`JwtKeys`], or by asking auth.
+#[derive(Clone)]
+pub enum TokenVerifier {
+    /// [`JwtKeys::verify_header`], in process.
+    Local(JwtKeys),
+    /// [`RemoteValidator::verify_header`], one HTTP call to auth per request.
+    Remote(RemoteValidator),
+}
+
+impl TokenVerifier {
+    /// Verifies an `Authorization: Bearer <token>` header.
+    ///
+    /// # Errors
+    /// A 401 problem for a refused token; 503 when a remote validator cannot reach auth.
+    pub async fn verify_header(&self, header: Option<&HeaderValue>) -> Result<Claims, Problem> {
+        match self {
+            Self::Local(keys) => keys.verify_header(header).map_err(Problem::from),
+            Self::Remote(remote) => remote.verify_header(header).await,
+        }
+    }
+}
+
+impl From<JwtKeys> for TokenVerifier {
+    fn from(keys: JwtKeys) -> Self {
+        Self::Local(keys)
+    }
+}
+
 /// Extractor: the verified claims of the request's bearer token, or a 401 problem.
 ///
-/// Needs [`JwtKeys`] reachable from the router state (`FromRef`).
+/// Needs a [`TokenVerifier`] reachable from the router state (`FromRef`).
 #[derive(Clone, Debug)]
 pub struct Authenticated(pub Claims);
 
 impl<S> FromRequestParts<S> for Authenticated
 where
     S: Send + Sync,
-    JwtKeys: FromRef<S>,
+    TokenVerifier: FromRef<S>,
 {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let keys = JwtKeys::from_ref(state);
-        keys.verify_header(parts.headers.get(header::AUTHORIZATION))
+        TokenVerifier::from_ref(state)
+            .verify_header(parts.headers.get(header::AUTHORIZATION))
+            .await
             .map(Authenticated)
-            .map_err(Problem::from)
     }
 }
 
