@@ -47,6 +47,12 @@ pub struct Settings {
     pub public_base_url: String,
     /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5).
     pub db_connect_timeout: Duration,
+    /// `UPLOAD_IDLE_TIMEOUT_SECONDS` (default 30): an upload whose body sends nothing for this long is cut
+    /// off with 408.
+    pub upload_idle_timeout: Duration,
+    /// `UPLOAD_TIMEOUT_SECONDS` (default 600, Knative's request timeout): the longest an upload may take,
+    /// however steadily it trickles; past it, 408.
+    pub upload_timeout: Duration,
     /// `TOKEN_VERIFICATION`: `local` (default: verify JWTs here) or `auth` (ask auth's `/validate` per request).
     pub token_verification: VerificationMode,
 }
@@ -84,9 +90,19 @@ impl Settings {
                 .trim_end_matches('/')
                 .to_owned(),
             db_connect_timeout: env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5)?,
+            upload_idle_timeout: positive_seconds(env, "UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
+            upload_timeout: positive_seconds(env, "UPLOAD_TIMEOUT_SECONDS", 600)?,
             token_verification: env.or("TOKEN_VERIFICATION", VerificationMode::Local)?,
         })
     }
+}
+
+fn positive_seconds(env: &Env, var: &str, default_s: u64) -> Result<Duration, ConfigError> {
+    let value = env.seconds(var, default_s)?;
+    if value.is_zero() {
+        return Err(ConfigError::new(var, "must be positive"));
+    }
+    Ok(value)
 }
 
 /// Shared state of the gateway router.
@@ -166,7 +182,9 @@ pub fn router(state: AppState) -> Router {
         .route("/login", post(login::login))
         .route(
             "/upload",
-            post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            post(upload::upload)
+                .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(upload_limit))
+                .layer(upload::timeouts(&state.settings)),
         )
         .route("/jobs", get(jobs_api::list))
         .route("/jobs/{id}", get(jobs_api::get).delete(jobs_api::delete))

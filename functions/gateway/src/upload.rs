@@ -72,6 +72,7 @@ fn outcome(o: &'static str) {
         (status = 202, description = "Stored; the job is queued", body = crate::upload::UploadAccepted),
         (status = 400, description = "empty file, malformed form, bad output options, more than one file", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
         (status = 401, description = "missing or invalid token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "the body stalled longer than UPLOAD_IDLE_TIMEOUT_SECONDS, or the upload took longer than UPLOAD_TIMEOUT_SECONDS; nothing was kept", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
         (status = 413, description = "larger than MAX_UPLOAD_BYTES", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
         (status = 415, description = "not a video or audio file (text, image, archive...)", body = vidmp3_runtime::Problem, content_type = "application/problem+json"),
         (status = 503, description = "MongoDB did not answer; nothing was kept", body = vidmp3_runtime::Problem, content_type = "application/problem+json")
@@ -83,10 +84,16 @@ pub async fn upload(
     ProblemQuery(query): ProblemQuery<UploadQuery>,
     request: Request,
 ) -> Result<Response, Problem> {
-    let result = upload_inner(&state, &claims, query, request).await;
+    // Past the deadline the upload future is dropped: the GridFS upload stream's drop guard deletes the
+    // chunks written so far, and no job exists yet.
+    let limit = state.settings.upload_timeout;
+    let result = tokio::time::timeout(limit, upload_inner(&state, &claims, query, request))
+        .await
+        .unwrap_or_else(|_| Err(timed_out(&format!("the upload took longer than {} s", limit.as_secs()))));
     match &result {
         Ok(_) => outcome("accepted"),
         Err(p) => outcome(match p.status {
+            408 => "timed_out",
             413 => "too_large",
             415 => "not_media",
             503 => "unavailable",
@@ -192,7 +199,11 @@ async fn upload_inner(
         let filename = clean_filename(query.filename.as_deref());
         let stream = request.into_body().into_data_stream().map(|r| {
             r.map_err(|e| {
-                Problem::bad_request("upload_interrupted", format!("the upload broke off: {e}"))
+                if is_body_timeout(&e) {
+                    idle_timeout_problem()
+                } else {
+                    Problem::bad_request("upload_interrupted", format!("the upload broke off: {e}"))
+                }
             })
         });
         store_video(state, filename, content_type.clone(), stream).await?
@@ -371,9 +382,45 @@ fn too_large(max: u64) -> Problem {
     )
 }
 
+/// The layer that cuts off an upload body idle for `UPLOAD_IDLE_TIMEOUT_SECONDS` (tower-http's
+/// [`RequestBodyTimeoutLayer`](tower_http::timeout::RequestBodyTimeoutLayer): the timer restarts with every
+/// chunk received). The handler then answers 408 and hyper closes the connection. The whole upload is also
+/// bounded by `UPLOAD_TIMEOUT_SECONDS` in the handler, so a steady trickle does not hold a slot forever either.
+pub fn timeouts(settings: &crate::Settings) -> tower_http::timeout::RequestBodyTimeoutLayer {
+    tower_http::timeout::RequestBodyTimeoutLayer::new(settings.upload_idle_timeout)
+}
+
+/// Whether a body error (anywhere in its source chain) is the idle timeout of [`timeouts`].
+fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    // multer wraps the body error in a boxed error whose chain may not be exposed: fall back to the text.
+    e.to_string()
+        .contains("data was not received within the designated timeout")
+}
+
+fn timed_out(detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "upload_timed_out",
+        format!("{detail}; nothing was kept"),
+    )
+}
+
+fn idle_timeout_problem() -> Problem {
+    timed_out("the upload stalled: no data arrived within UPLOAD_IDLE_TIMEOUT_SECONDS")
+}
+
 fn multipart_problem(e: &axum::extract::multipart::MultipartError, max: u64) -> Problem {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large(max)
+    } else if is_body_timeout(e) {
+        idle_timeout_problem()
     } else {
         Problem::bad_request(
             "upload_interrupted",

@@ -1,15 +1,67 @@
 //! Serving a function's [`Router`]: plain HTTP on `0.0.0.0:$PORT`, or AWS Lambda when
 //! `AWS_LAMBDA_RUNTIME_API` is set; graceful shutdown on SIGTERM and SIGINT.
+//!
+//! Connections are served by hyper's HTTP/1 server with a header read timeout
+//! (`REQUEST_HEADER_TIMEOUT_SECONDS`, default [`DEFAULT_HEADER_READ_TIMEOUT`]): a client that trickles its
+//! request head (slowloris) is disconnected when the timeout passes. `axum::serve` offers no way to set it.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
-use crate::config::{Env, or_exit};
+use crate::config::{ConfigError, Env, or_exit};
 
 /// The port when `$PORT` is unset (Knative always sets it).
 pub const DEFAULT_PORT: u16 = 8080;
+/// The header read timeout when `REQUEST_HEADER_TIMEOUT_SECONDS` is unset.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How connections are served.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// Longest time a client may take to send a request's head (request line and headers), from its
+    /// first byte (or from the end of the previous request on a kept-alive connection); the connection is
+    /// closed past it.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Reads `REQUEST_HEADER_TIMEOUT_SECONDS` (default 30, must be positive).
+    ///
+    /// # Errors
+    /// The variable is not a positive whole number of seconds.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let header_read_timeout = env.seconds(
+            "REQUEST_HEADER_TIMEOUT_SECONDS",
+            DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        )?;
+        if header_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "REQUEST_HEADER_TIMEOUT_SECONDS",
+                "must be positive",
+            ));
+        }
+        Ok(Self {
+            header_read_timeout,
+        })
+    }
+}
 
 /// Serves `router` until SIGTERM/SIGINT, then finishes in-flight requests and returns.
 ///
@@ -26,13 +78,16 @@ pub async fn serve(router: Router) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
-    let port = or_exit(Env::process().or("PORT", DEFAULT_PORT));
+    let env = Env::process();
+    let port = or_exit(env.or("PORT", DEFAULT_PORT));
+    let options = or_exit(ServeOptions::from_env(&env));
     let listener = TcpListener::bind(("0.0.0.0", port)).await?;
     tracing::info!(port, "listening");
-    serve_on(listener, router, shutdown_signal()).await
+    serve_on_with(listener, router, shutdown_signal(), options).await
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then waits for in-flight requests.
+/// Serves `router` on `listener` with the default [`ServeOptions`] until `shutdown` completes, then waits
+/// for in-flight requests.
 ///
 /// # Errors
 /// An I/O error from the listener.
@@ -41,12 +96,72 @@ pub async fn serve_on(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    serve_on_with(listener, router, shutdown, ServeOptions::default()).await
+}
+
+/// Serves `router` on `listener` with `options` until `shutdown` completes, then finishes in-flight requests
+/// (each connection is shut down gracefully) and returns. Handlers can extract
+/// `ConnectInfo<SocketAddr>` (the peer's address), as with `axum::serve`.
+///
+/// # Errors
+/// Never in practice: accept errors (too many open files…) are logged and retried after a pause.
+pub async fn serve_on_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
+    // Dropping `stop_tx` tells every connection to shut down gracefully; each holds a `done_rx` clone, so
+    // `done_tx.closed()` completes when the last one has finished.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        drop(stream.set_nodelay(true));
+        let service = router.clone().map_request(move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req
+        });
+        let mut stop_rx = stop_rx.clone();
+        let done_rx = done_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_read_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop_rx.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(done_rx);
+        });
+    }
+    drop(listener);
+    drop(stop_tx);
+    drop(stop_rx);
+    drop(done_rx);
+    done_tx.closed().await;
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

@@ -14,6 +14,8 @@
 //! someone else, through the `MYSQL_ADMIN_URL`, `MONGODB_URI`, `AMQP_URL`, `SMTP_URL`,
 //! `MAIL_DIR` variables).
 
+pub mod jwt;
+
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::net::{SocketAddr, TcpListener};
