@@ -166,17 +166,7 @@ async fn upload_inner(
                 }
                 "bitrate_kbps" | "vbr_quality" if stored.is_none() => {
                     let text = field.text().await.map_err(|e| multipart_problem(&e, max))?;
-                    let bad = || {
-                        Problem::bad_request(
-                            "invalid_output_options",
-                            format!("{name} must be a number"),
-                        )
-                    };
-                    if name == "bitrate_kbps" {
-                        output.bitrate_kbps = Some(text.trim().parse().map_err(|_| bad())?);
-                    } else {
-                        output.vbr_quality = Some(text.trim().parse().map_err(|_| bad())?);
-                    }
+                    apply_form_option(&mut output, &name, &text)?;
                 }
                 other => {
                     discard(state, stored.as_ref()).await;
@@ -436,8 +426,27 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Sets the output option in form part `name` (`bitrate_kbps` or `vbr_quality`; any other name is ignored)
+/// from the part's text. Ranges are checked later, by [`OutputOptions::validate`].
+///
+/// # Errors
+/// 400 `invalid_output_options` when the text is not a number of the option's type.
+pub fn apply_form_option(
+    output: &mut OutputOptions,
+    name: &str,
+    text: &str,
+) -> Result<(), Problem> {
+    let bad = || Problem::bad_request("invalid_output_options", format!("{name} must be a number"));
+    match name {
+        "bitrate_kbps" => output.bitrate_kbps = Some(text.trim().parse().map_err(|_| bad())?),
+        "vbr_quality" => output.vbr_quality = Some(text.trim().parse().map_err(|_| bad())?),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The last path component, without control characters, at most 255 characters; `upload` when empty.
-fn clean_filename(raw: Option<&str>) -> String {
+pub fn clean_filename(raw: Option<&str>) -> String {
     let name = raw
         .unwrap_or_default()
         .rsplit(['/', '\\'])
