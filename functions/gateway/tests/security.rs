@@ -1,7 +1,10 @@
 //! The gateway against hostile clients (issue 9's security cases), over HTTP against the real MongoDB-wire
 //! server, each test with a database of its own:
 //! - forged tokens × protected routes: every pair is 401 with a problem+json body (table-driven: a new route
-//!   is one line in [`protected_routes`], a new attack one entry in `testkit::jwt::Forger::attacks`);
+//!   is one line in [`protected_routes`], a new attack one entry in `testkit::jwt::Forger::attacks`), both
+//!   when the gateway verifies tokens itself and with `TOKEN_VERIFICATION=auth` (a real auth router);
+//! - login brute force through the gateway (to a real auth on MariaDB) is 429 for the account, whatever
+//!   address the client claims in `X-Forwarded-For`, and does not lock out other clients' accounts;
 //! - another user's jobs and files are 404, exactly like unknown ones, and never listed;
 //! - a trickled request head is cut off by `REQUEST_HEADER_TIMEOUT_SECONDS`, a stalled body by
 //!   `UPLOAD_IDLE_TIMEOUT_SECONDS`, a trickled body by `UPLOAD_TIMEOUT_SECONDS`, and a never-ending body by
@@ -49,18 +52,24 @@ struct App {
 }
 
 async fn spawn_app() -> App {
-    testkit::ensure_services();
     let auth = serve(Router::new().route("/login", post(|| async { "unused" }))).await;
+    spawn_app_with(&auth, &[]).await
+}
+
+/// A gateway in front of the auth at `auth_url`; `extra` adds or overrides variables.
+async fn spawn_app_with(auth_url: &str, extra: &[(&str, &str)]) -> App {
+    testkit::ensure_services();
     let database = testkit::unique_name("gwsec");
     let mongo = testkit::shared_mongo_uri();
-    let vars = vec![
-        ("AUTH_URL", auth.as_str()),
+    let mut vars = vec![
+        ("AUTH_URL", auth_url),
         ("MONGODB_URI", mongo.as_str()),
         ("MONGODB_DATABASE", database.as_str()),
         ("JWT_SECRET", SECRET),
         ("PUBLIC_BASE_URL", "http://gateway.test"),
         ("DB_CONNECT_TIMEOUT_SECONDS", "5"),
     ];
+    vars.extend_from_slice(extra);
     let settings = Settings::from_env(&Env::from_pairs(vars)).unwrap();
     let state = AppState::new(settings).await.unwrap();
     let url = serve(gateway::router(state.clone())).await;
@@ -180,9 +189,37 @@ async fn assert_unauthorized(r: reqwest::Response, what: &str) {
     assert!(body["code"].as_str().is_some_and(|c| !c.is_empty()), "{what}: {body}");
 }
 
+/// A real auth router with the same secret, on a fresh MariaDB database when `database` is set (else on a
+/// database it never reaches: `/validate` needs none).
+async fn spawn_auth(extra: &[(&str, &str)], database: bool) -> (String, auth::AppState) {
+    let database_url = if database {
+        testkit::fresh_mysql_database().await
+    } else {
+        "mysql://nobody:nothing@127.0.0.1:9/unused".to_owned()
+    };
+    let mut vars = vec![("DATABASE_URL", database_url.as_str()), ("JWT_SECRET", SECRET)];
+    vars.extend_from_slice(extra);
+    let settings = auth::Settings::from_env(&Env::from_pairs(vars)).unwrap();
+    let state = auth::AppState::new(&settings).unwrap();
+    if database {
+        auth::users::migrate(&state.pool).await.unwrap();
+    }
+    (serve(auth::router(state.clone())).await, state)
+}
+
 #[tokio::test]
 async fn every_forged_token_is_401_with_a_problem_on_every_protected_route() {
-    let app = spawn_app().await;
+    forged_tokens_are_refused_on_every_route(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn with_token_verification_by_auth_every_forged_token_is_401_too() {
+    let (auth, _) = spawn_auth(&[], false).await;
+    let app = spawn_app_with(&auth, &[("TOKEN_VERIFICATION", "auth")]).await;
+    forged_tokens_are_refused_on_every_route(&app).await;
+}
+
+async fn forged_tokens_are_refused_on_every_route(app: &App) {
     let sub = "41";
     let token = app.token(sub);
     let job = app.upload(&token).await;
@@ -238,6 +275,50 @@ async fn redeliver_is_open_but_reveals_nothing() {
     // Without K_SINK nothing can be sent: the pending event stays pending, nothing else happens.
     assert_eq!(body["sent"], 0);
     assert_eq!(app.count("jobs").await, 1);
+}
+
+fn basic(email: &str, password: &str) -> String {
+    use base64::Engine;
+    let pair = format!("{email}:{password}");
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+}
+
+#[tokio::test]
+async fn login_brute_force_through_the_gateway_is_429_whatever_the_client_claims_to_be() {
+    let (auth, auth_state) = spawn_auth(&[("LOGIN_MAX_FAILURES", "3")], true).await;
+    for email in ["victim@example.com", "bystander@example.com"] {
+        let hash = auth::password::hash("the right password".to_owned()).await.unwrap();
+        auth::users::create(&auth_state.pool, &auth::users::Email::parse(email).unwrap(), &hash, false)
+            .await
+            .unwrap();
+    }
+    let app = spawn_app_with(&auth, &[]).await;
+    let login = |email: &str, password: &str, client: &str| {
+        app.client
+            .post(format!("{}/login", app.url))
+            .header("authorization", basic(email, password))
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    for guess in ["123456", "password", "qwerty"] {
+        let r = login("victim@example.com", guess, "203.0.113.5").await.unwrap();
+        assert_eq!(r.status(), 401, "guess {guess}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    // Locked: even the right password, and from any address the attacker claims (the account is locked,
+    // not just the client).
+    for client in ["203.0.113.5", "203.0.113.99", "198.51.100.200"] {
+        let r = login("victim@example.com", "the right password", client).await.unwrap();
+        assert_eq!(r.status(), 429, "from {client}");
+        let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=300).contains(&retry_after), "Retry-After {retry_after}");
+        let (_, body) = problem_of(r).await;
+        assert_eq!(body["code"], "too_many_attempts");
+    }
+    // Another client logging into another account is not locked out by the attack.
+    let r = login("bystander@example.com", "the right password", "198.51.100.7").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with("eyJ"), "a JWT");
 }
 
 /// The parts of a problem a client can see, minus nothing: two of them are indistinguishable when equal.
