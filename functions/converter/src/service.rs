@@ -101,6 +101,10 @@ impl AppState {
     /// # Errors
     /// A malformed `MONGODB_URI`.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let swept = sweep_scratch(&settings.tmp_dir);
+        if swept > 0 {
+            tracing::info!(files = swept, dir = %settings.tmp_dir.display(), "deleted the scratch files of a converter that died");
+        }
         let db = db::mongo_database(&settings.mongo, settings.db_connect_timeout).await?;
         Ok(Self {
             videos: jobs::bucket(&db, VIDEOS_BUCKET),
@@ -109,6 +113,43 @@ impl AppState {
             db,
             settings: Arc::new(settings),
         })
+    }
+}
+
+/// Prefixes of the converter's scratch files in `CONVERT_TMPDIR`.
+const SCRATCH_PREFIXES: [&str; 2] = ["vidmp3-in-", "vidmp3-out-"];
+
+/// Deletes the scratch files a converter that died (SIGKILL, OOM kill) left in `dir`, returning how many.
+/// A live converter holds an exclusive lock on each of its scratch files ([`lock_scratch`]); the kernel
+/// drops the locks of a dead process, so a scratch file nobody locks is an orphan. (A file another
+/// converter sharing the directory created a moment ago but has not locked yet could be taken for one:
+/// that window is the two calls between `tempfile_in` and `lock_scratch`.)
+pub fn sweep_scratch(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !SCRATCH_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Marks a scratch file as in use for [`sweep_scratch`] until it is dropped (best effort).
+fn lock_scratch(file: &tempfile::NamedTempFile) {
+    if let Err(e) = file.as_file().try_lock() {
+        tracing::debug!(error = %e, "could not lock a scratch file");
     }
 }
 
@@ -270,6 +311,7 @@ async fn convert(
         .prefix("vidmp3-in-")
         .tempfile_in(&state.settings.tmp_dir)
         .map_err(|e| transient("no scratch space for the video", &e))?;
+    lock_scratch(&input);
     let download = match state
         .videos
         .open_download_stream(Bson::ObjectId(video_id))
@@ -306,6 +348,7 @@ async fn convert(
         .suffix(".mp3")
         .tempfile_in(&state.settings.tmp_dir)
         .map_err(|e| transient("no scratch space for the MP3", &e))?;
+    lock_scratch(&output);
 
     let options = TranscodeOptions {
         encoding: match (job.output.bitrate_kbps, job.output.vbr_quality) {
@@ -406,12 +449,12 @@ async fn store_mp3(
             break;
         }
         if let Err(e) = upload.write_all(&buffer[..n]).await {
-            drop(upload.abort().await);
+            jobs::abort_upload(&state.db, MP3S_BUCKET, &mut upload, id).await;
             return Err(e.into());
         }
     }
     if let Err(e) = upload.close().await {
-        drop(upload.abort().await);
+        jobs::abort_upload(&state.db, MP3S_BUCKET, &mut upload, id).await;
         return Err(e.into());
     }
     Ok(())
@@ -484,5 +527,32 @@ fn failed_event(job: &Job) -> ConversionFailed {
         filename: job.filename.clone(),
         reason: job.error_code.clone().unwrap_or_else(|| "internal".into()),
         message: job.error_message.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_deletes_only_scratch_files_nobody_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = |prefix: &str| {
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempfile_in(dir.path())
+                .unwrap()
+        };
+        let live = scratch("vidmp3-in-");
+        lock_scratch(&live);
+        // A dead converter's files: on disk, unlocked.
+        let (_, dead_in) = scratch("vidmp3-in-").keep().unwrap();
+        let (_, dead_out) = scratch("vidmp3-out-").keep().unwrap();
+        let (_, other) = scratch("someone-else-").keep().unwrap();
+        assert_eq!(sweep_scratch(dir.path()), 2);
+        assert!(live.path().exists());
+        assert!(!dead_in.exists() && !dead_out.exists());
+        assert!(other.exists());
+        assert_eq!(sweep_scratch(&dir.path().join("missing")), 0);
     }
 }

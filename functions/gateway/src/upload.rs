@@ -295,17 +295,17 @@ where
         let chunk = match chunk {
             Ok(c) => c,
             Err(p) => {
-                drop(upload.abort().await);
+                jobs::abort_upload(&state.db, jobs::VIDEOS_BUCKET, &mut upload, id).await;
                 return Err(p);
             }
         };
         size += chunk.len() as u64;
         if size > max {
-            drop(upload.abort().await);
+            jobs::abort_upload(&state.db, jobs::VIDEOS_BUCKET, &mut upload, id).await;
             return Err(too_large(max));
         }
         if let Err(e) = upload.write_all(&chunk).await {
-            drop(upload.abort().await);
+            jobs::abort_upload(&state.db, jobs::VIDEOS_BUCKET, &mut upload, id).await;
             tracing::warn!(error = %e, "GridFS write failed");
             return Err(Problem::unavailable(
                 "the file store failed while storing the upload; nothing was kept",
@@ -313,7 +313,7 @@ where
         }
     }
     if let Err(e) = upload.close().await {
-        drop(upload.abort().await);
+        jobs::abort_upload(&state.db, jobs::VIDEOS_BUCKET, &mut upload, id).await;
         tracing::warn!(error = %e, "GridFS close failed");
         return Err(Problem::unavailable(
             "the file store failed while storing the upload; nothing was kept",

@@ -3,8 +3,8 @@
 //! A job moves `uploaded → converting → converted | failed`. Every state change is a conditional update
 //! (filter on the current state), which is what makes a redelivered event harmless.
 
-use mongodb::bson::{DateTime, oid::ObjectId};
-use mongodb::gridfs::GridFsBucket;
+use mongodb::bson::{DateTime, Document, doc, oid::ObjectId};
+use mongodb::gridfs::{GridFsBucket, GridFsUploadStream};
 use mongodb::options::GridFsBucketOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -189,6 +189,57 @@ pub fn bucket(db: &Database, name: &str) -> GridFsBucket {
             .bucket_name(name.to_owned())
             .build(),
     )
+}
+
+/// How long [`abort_upload`] keeps retrying to delete what an abandoned upload wrote.
+pub const CLEANUP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Abandons GridFS upload `upload` (file `id` of bucket `bucket_name`) without leaving chunks behind. The
+/// driver's abort deletes the chunks written so far; when it cannot (MongoDB is down: often the very reason
+/// the upload failed), [`delete_file_later`] deletes them once MongoDB answers again.
+pub async fn abort_upload(
+    db: &Database,
+    bucket_name: &str,
+    upload: &mut GridFsUploadStream,
+    id: ObjectId,
+) {
+    if let Err(e) = upload.abort().await {
+        tracing::warn!(error = %e, bucket = bucket_name, file_id = %id, "GridFS abort failed: deleting the chunks later");
+        delete_file_later(db, bucket_name, id);
+    }
+}
+
+/// Deletes GridFS file `id` of bucket `bucket_name` (its chunks, then its files document if any) in the
+/// background, retrying with backoff (1 s doubling to 30 s) for [`CLEANUP_RETRY_FOR`]: a MongoDB outage
+/// shorter than that leaves no orphan chunk behind.
+pub fn delete_file_later(db: &Database, bucket_name: &str, id: ObjectId) {
+    let files = db.collection::<Document>(&format!("{bucket_name}.files"));
+    let chunks = db.collection::<Document>(&format!("{bucket_name}.chunks"));
+    let bucket = bucket_name.to_owned();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + CLEANUP_RETRY_FOR;
+        let mut wait = std::time::Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            let result = async {
+                let deleted = chunks.delete_many(doc! {"files_id": id}).await?;
+                files.delete_one(doc! {"_id": id}).await?;
+                Ok::<_, mongodb::error::Error>(deleted.deleted_count)
+            }
+            .await;
+            match result {
+                Ok(n) => {
+                    tracing::info!(bucket, file_id = %id, chunks = n, "abandoned upload deleted");
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(error = %e, bucket, file_id = %id, "could not delete an abandoned upload: its chunks stay");
+                    return;
+                }
+                Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(30)),
+            }
+        }
+    });
 }
 
 /// The `jobs` collection, typed.
