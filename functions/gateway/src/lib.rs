@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod sniff;
 pub mod upload;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,7 +167,8 @@ impl AppState {
     }
 }
 
-/// The gateway router with health, readiness (MongoDB answers) and metrics routes.
+/// The gateway router: the API, the web page (`GET /`), health, readiness (MongoDB answers) and metrics
+/// routes, every answer with the security headers of [`web::SECURITY_HEADERS`].
 pub fn router(state: AppState) -> Router {
     let db_for_ready = state.db.clone();
     let readiness =
@@ -192,9 +194,13 @@ pub fn router(state: AppState) -> Router {
         .route("/download", get(download::by_file_id))
         .route("/internal/redeliver", post(outbox::redeliver))
         .route("/openapi.json", get(openapi::serve_openapi))
+        .merge(web::routes(state.settings.max_upload_bytes))
         .fallback(|| async { Problem::not_found("no such route") })
-        .with_state(state);
-    telemetry::instrument(routes, "gateway", readiness)
+        .with_state(state.clone());
+    web::with_security_headers(
+        telemetry::instrument(routes, "gateway", readiness),
+        &state.settings.public_base_url,
+    )
 }
 
 /// Maps a MongoDB error to 503 (unreachable) or 500.

@@ -14,8 +14,11 @@ pub enum Outcome<'a> {
         duration_s: f64,
         /// Bytes.
         size_bytes: u64,
-        /// Where to download it.
+        /// Where to download it with a token (`GET`, the API).
         download_url: &'a str,
+        /// The web page, opened on this job (`{PUBLIC_BASE_URL}/#job={id}`): a person logs in there and
+        /// downloads with one click, since a plain link cannot carry a token.
+        page_url: &'a str,
         /// The source was damaged or cut short: only the readable part was converted.
         partial: bool,
     },
@@ -45,6 +48,7 @@ pub fn build(
             duration_s,
             size_bytes,
             download_url,
+            page_url,
             partial,
         } => {
             let duration = format_duration(*duration_s);
@@ -53,11 +57,12 @@ pub fn build(
             (
                 format!("Your MP3 is ready: {name}"),
                 format!(
-                    "Hello,\n\nthe audio of \"{name}\" is ready as an MP3 ({duration}, {size}).{damaged}\n\nDownload it (log in first): {download_url}\n\nJob {job_id}.\n"
+                    "Hello,\n\nthe audio of \"{name}\" is ready as an MP3 ({duration}, {size}).{damaged}\n\nDownload it in your browser (log in first): {page_url}\nor with the API and your token: {download_url}\n\nJob {job_id}.\n"
                 ),
                 format!(
-                    "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello,</p><p>the audio of <strong>{}</strong> is ready as an MP3 ({duration}, {size}).{damaged}</p><p><a href=\"{}\">Download the MP3</a> (log in first).</p><p style=\"color:#666\">Job {}</p></body></html>",
+                    "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello,</p><p>the audio of <strong>{}</strong> is ready as an MP3 ({duration}, {size}).{damaged}</p><p><a href=\"{}\">Download the MP3</a> (log in first).</p><p style=\"color:#666\">API: {} (with your token). Job {}</p></body></html>",
                     html_escape(&name),
+                    html_escape(page_url),
                     html_escape(download_url),
                     html_escape(job_id)
                 ),
@@ -158,6 +163,7 @@ mod tests {
             duration_s: 61.0,
             size_bytes: 2_000_000,
             download_url: "http://h/jobs/1/mp3",
+            page_url: "http://h/#job=1",
             partial: true,
         };
         let raw =

@@ -306,11 +306,13 @@ async fn send(state: &AppState, job: &Job, request: &Request) -> Result<(), Send
         .parse()
         .map_err(|e| SendFailure::Permanent(format!("the owner's address is unusable: {e}")))?;
     let download_url = format!("{}/jobs/{}/mp3", state.settings.public_base_url, job.id);
+    let page_url = format!("{}/#job={}", state.settings.public_base_url, job.id);
     let outcome = match (&request.converted, &request.failed) {
         (Some(c), _) => email::Outcome::Converted {
             duration_s: c.duration_s,
             size_bytes: c.size_bytes,
             download_url: &download_url,
+            page_url: &page_url,
             partial: job.partial,
         },
         (_, Some(f)) => email::Outcome::Failed {
