@@ -4,7 +4,8 @@
 //!   is one line in [`protected_routes`], a new attack one entry in `testkit::jwt::Forger::attacks`), both
 //!   when the gateway verifies tokens itself and with `TOKEN_VERIFICATION=auth` (a real auth router);
 //! - login brute force through the gateway (to a real auth on MariaDB) is 429 for the account, whatever
-//!   address the client claims in `X-Forwarded-For`, and does not lock out other clients' accounts;
+//!   address the client claims in `X-Forwarded-For`, and does not lock out other clients' accounts, even
+//!   when they send no `X-Forwarded-For` (the gateway appends the peer's address);
 //! - another user's jobs and files are 404, exactly like unknown ones, and never listed;
 //! - a trickled request head is cut off by `REQUEST_HEADER_TIMEOUT_SECONDS`, a stalled body by
 //!   `UPLOAD_IDLE_TIMEOUT_SECONDS`, a trickled body by `UPLOAD_TIMEOUT_SECONDS`, and a never-ending body by
@@ -319,6 +320,43 @@ async fn login_brute_force_through_the_gateway_is_429_whatever_the_client_claims
     let r = login("bystander@example.com", "the right password", "198.51.100.7").await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().starts_with("eyJ"), "a JWT");
+}
+
+#[tokio::test]
+async fn without_x_forwarded_for_auth_still_tells_the_gateways_clients_apart() {
+    let (auth, auth_state) = spawn_auth(&[("LOGIN_MAX_FAILURES", "3")], true).await;
+    for email in ["victim@example.com", "bystander@example.com", "third@example.com"] {
+        let hash = auth::password::hash("the right password".to_owned()).await.unwrap();
+        auth::users::create(&auth_state.pool, &auth::users::Email::parse(email).unwrap(), &hash, false)
+            .await
+            .unwrap();
+    }
+    let app = spawn_app_with(&auth, &[]).await;
+    // Two clients on different loopback addresses, neither sending X-Forwarded-For: auth only sees the
+    // gateway's connection, so it must learn the client from the gateway.
+    let client_from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (attacker, bystander) = (client_from([127, 0, 0, 2]), client_from([127, 0, 0, 3]));
+    let login = |client: &reqwest::Client, email: &str, password: &str| {
+        client
+            .post(format!("{}/login", app.url))
+            .header("authorization", basic(email, password))
+            .send()
+    };
+    for account in ["victim@example.com", "nobody@example.com", "victim@example.com"] {
+        let r = login(&attacker, account, "a guess").await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // The attacking client is locked out, even for an account it never tried…
+    let r = login(&attacker, "third@example.com", "the right password").await.unwrap();
+    assert_eq!(r.status(), 429);
+    // …and another client is not.
+    let r = login(&bystander, "bystander@example.com", "the right password").await.unwrap();
+    assert_eq!(r.status(), 200, "the bystander shares the attacker's lockout");
 }
 
 /// The parts of a problem a client can see, minus nothing: two of them are indistinguishable when equal.
