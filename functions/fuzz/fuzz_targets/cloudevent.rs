@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         events::CONVERSION_FAILED => {
             if let Ok(d) = events::from_event::<ConversionFailed>(&event) {
                 round_trip(&d);
-                drop(notification::email::advice(&d.reason));
+                let _ = notification::email::advice(&d.reason);
                 let outcome = notification::email::Outcome::Failed {
                     reason: &d.reason,
                     message: &d.message,
