@@ -144,8 +144,7 @@ class Proc:
         return None
 
     def cpu_s(self):
-        fields = open(f"/proc/{self.p.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_s(self.p.pid)
 
     def stop(self):
         if self.p.poll() is None:
@@ -156,6 +155,20 @@ class Proc:
                 self.p.kill()
                 self.p.wait()
         self.log_file.close()
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of process `pid` so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mongo_server_pid():
+    """The pid of the process listening on MONGODB_URI's port (the shared MongoDB-wire server), if visible."""
+    port = re.search(r":(\d+)/", services()["MONGODB_URI"]).group(1)
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+    m = re.search(r"pid=(\d+)", out)
+    return int(m.group(1)) if m else None
 
 
 class Capture:
@@ -366,15 +379,19 @@ def bench_requests(args):
             for path in routes.values():
                 wrk(f"http://127.0.0.1:{gw.port}{path}", 1, bearer)
         samples = {(m, r): [] for m in gws for r in routes}
+        mongo = mongo_server_pid()
         for i in range(args.n):
             for route, path in routes.items():
                 for mode, gw in gws.items():
                     procs = [gw] + ([auth] if mode == "auth" else [])
                     cpu0 = [p.cpu_s() for p in procs]
+                    mongo0 = cpu_s(mongo) if mongo else 0
                     s = wrk(f"http://127.0.0.1:{gw.port}{path}", args.wrk_seconds, bearer)
                     s["gateway_cpu_s"] = round(procs[0].cpu_s() - cpu0[0], 2)
                     if mode == "auth":
                         s["auth_cpu_s"] = round(procs[1].cpu_s() - cpu0[1], 2)
+                    if mongo:
+                        s["mongodb_server_cpu_s"] = round(cpu_s(mongo) - mongo0, 2)
                     samples[(mode, route)].append(s)
                     log(f"requests run {i + 1}/{args.n} {route} {mode}: {s['requests_per_s']} req/s, p99 {s['p99_ms']} ms")
     finally:
@@ -384,14 +401,18 @@ def bench_requests(args):
     result = {"runs": args.n, "seconds_per_run": args.wrk_seconds, "tool": "wrk -t2 -c64 --latency (on the same 2 cores)",
               "routes": {"job": "GET /jobs/{id}: token check + one MongoDB find (SecantusDB) + JSON",
                          "no_db": "GET /jobs?limit=0: token check, then 400 invalid_limit before any database call"},
+              "cpu_s": "CPU seconds each process used during one run (of seconds_per_run on 2 cores)",
               "target_local_requests_per_s": 20000, "results": {}}
-    print(f"\n{'requests (64 connections, medians)':40} {'req/s':>9} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"\n{'requests (64 connections, medians)':40} {'req/s':>9} {'p99 ms':>8} {'non-2xx':>8}"
+          f" {'CPU s: gateway':>15} {'auth':>5} {'MongoDB':>8}")
     for (mode, route), ss in samples.items():
         entry = {"requests_per_s": median([s["requests_per_s"] for s in ss]), "p99_ms": median([s["p99_ms"] for s in ss]),
+                 **{k: median([s[k] for s in ss if k in s]) for k in ("gateway_cpu_s", "auth_cpu_s", "mongodb_server_cpu_s")},
                  "runs": ss}
         result["results"][f"{route}/{mode}"] = entry
         bad = sum(s["non_2xx"] for s in ss)
-        print(f"{route + ', TOKEN_VERIFICATION=' + mode:40} {entry['requests_per_s']:9.0f} {entry['p99_ms']:8.2f} {bad:8}")
+        print(f"{route + ', TOKEN_VERIFICATION=' + mode:40} {entry['requests_per_s']:9.0f} {entry['p99_ms']:8.2f} {bad:8}"
+              f" {entry['gateway_cpu_s']!s:>15} {entry['auth_cpu_s']!s:>5} {entry['mongodb_server_cpu_s']!s:>8}")
     for route in routes:
         local, remote = result["results"][f"{route}/local"], result["results"][f"{route}/auth"]
         result["results"][f"{route}/ratio_local_over_auth"] = round(local["requests_per_s"] / remote["requests_per_s"], 2)
