@@ -32,8 +32,9 @@ use vidmp3_runtime::{Problem, db, telemetry};
 use crate::limiter::LoginLimiter;
 use crate::users::Email;
 
-/// Settings read from the environment at start.
-#[derive(Clone, Debug)]
+/// Settings read from the environment at start. `Debug` hides the database password (and `JwtSettings`
+/// its secret).
+#[derive(Clone)]
 pub struct Settings {
     /// `DATABASE_URL`, `mysql://user:pass@host:port/db`.
     pub database_url: String,
@@ -68,6 +69,18 @@ impl Settings {
             login_window: env.seconds("LOGIN_WINDOW_SECONDS", 300)?,
             db_connect_timeout: env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5)?,
         })
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &vidmp3_runtime::config::redact_url(&self.database_url))
+            .field("jwt", &self.jwt)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_window", &self.login_window)
+            .field("db_connect_timeout", &self.db_connect_timeout)
+            .finish()
     }
 }
 

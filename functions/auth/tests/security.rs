@@ -300,3 +300,15 @@ fn every_sql_statement_in_auth_is_a_literal_with_bound_parameters() {
     assert!(queries >= 2, "the scan found only {queries} queries: is it looking in the right place?");
     assert!(problems.is_empty(), "SQL must be a literal with ? placeholders:\n{}", problems.join("\n"));
 }
+
+#[test]
+fn settings_debug_output_hides_the_database_password_and_the_jwt_secret() {
+    let env = Env::from_pairs([
+        ("DATABASE_URL", "mysql://app:db-password-9f3k@127.0.0.1:3306/vidmp3"),
+        ("JWT_SECRET", SECRET),
+    ]);
+    let debug = format!("{:?}", Settings::from_env(&env).unwrap());
+    assert!(!debug.contains("db-password-9f3k"), "{debug}");
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(debug.contains("mysql://app:***@127.0.0.1:3306/vidmp3"), "{debug}");
+}

@@ -32,14 +32,26 @@ use vidmp3_runtime::{Problem, db, telemetry};
 /// How long a sender holds a job's notification claim, in milliseconds.
 pub const CLAIM_MS: i64 = 120_000;
 
-/// Where mail goes.
-#[derive(Clone, Debug)]
+/// Where mail goes. `Debug` hides the SMTP password.
+#[derive(Clone)]
 pub enum MailTransport {
     /// `SMTP_URL`: `smtp://host:port` (plain, local use), `smtp://…?tls=required` (STARTTLS, e.g. 587),
     /// `smtps://host:465` (implicit TLS); credentials as `user:pass@`.
     Smtp(String),
     /// `MAIL_TRANSPORT=file:DIR`: one `.eml` file per message (no server needed).
     File(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for MailTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp(url) => f
+                .debug_tuple("Smtp")
+                .field(&vidmp3_runtime::config::redact_url(url))
+                .finish(),
+            Self::File(dir) => f.debug_tuple("File").field(dir).finish(),
+        }
+    }
 }
 
 /// Settings read from the environment at start.
@@ -343,5 +355,21 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendFailure {
             SendFailure::Permanent(format!("the mail server refused the recipient: {e}"))
         }
         _ => SendFailure::Transient(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_output_hides_the_smtp_and_mongodb_passwords() {
+        let env = Env::from_pairs([
+            ("MONGODB_URI", "mongodb://app:mongo-pw-41x@127.0.0.1:27017/?directConnection=true"),
+            ("SMTP_URL", "smtp://mailer:smtp-pw-77q@127.0.0.1:2525"),
+        ]);
+        let debug = format!("{:?}", Settings::from_env(&env).unwrap());
+        assert!(!debug.contains("smtp-pw-77q") && !debug.contains("mongo-pw-41x"), "{debug}");
+        assert!(debug.contains("smtp://mailer:***@127.0.0.1:2525"), "{debug}");
     }
 }

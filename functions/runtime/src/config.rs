@@ -129,6 +129,37 @@ where
         .map_err(|e| ConfigError::new(var, format!("invalid value {raw:?}: {e}")))
 }
 
+impl std::fmt::Debug for MongoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSettings")
+            .field("uri", &redact_url(&self.uri))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`, for `Debug` output and logs
+/// (`mysql://app:s3cret@db:3306/x` → `mysql://app:***@db:3306/x`); URLs without a password are unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// Unwraps a configuration result, or prints `config error: VAR: reason` on stderr and exits with status 2.
 pub fn or_exit<T>(result: Result<T, ConfigError>) -> T {
     match result {
@@ -141,7 +172,8 @@ pub fn or_exit<T>(result: Result<T, ConfigError>) -> T {
 }
 
 /// Settings every function shares: where the MongoDB server is, for the three functions that use it.
-#[derive(Clone, Debug)]
+/// Its `Debug` output hides the URI's password (see [`redact_url`]).
+#[derive(Clone)]
 pub struct MongoSettings {
     /// `MONGODB_URI`, e.g. `mongodb://127.0.0.1:27018/?directConnection=true`.
     pub uri: String,
@@ -172,6 +204,24 @@ impl MongoSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_password_in_debug_output() {
+        assert_eq!(redact_url("mysql://app:s3cret@db:3306/x"), "mysql://app:***@db:3306/x");
+        assert_eq!(
+            redact_url("mongodb://u:p%40ss@h1:1,h2:2/?authSource=admin&x=a@b"),
+            "mongodb://u:***@h1:1,h2:2/?authSource=admin&x=a@b"
+        );
+        assert_eq!(redact_url("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+        assert_eq!(redact_url("smtp://user@host:25"), "smtp://user@host:25");
+        assert_eq!(redact_url("not a url"), "not a url");
+        let settings = MongoSettings {
+            uri: "mongodb://root:hunter2-pw@db:27017/?directConnection=true".into(),
+            database: "vidmp3".into(),
+        };
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2-pw") && debug.contains("root:***@db"), "{debug}");
+    }
 
     #[test]
     fn a_malformed_number_names_the_variable() {
