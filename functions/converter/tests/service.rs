@@ -271,3 +271,44 @@ async fn mongodb_down_is_503_then_the_retry_succeeds() {
     assert_eq!(status, 200);
     assert_eq!(app.count("mp3s.files").await, 1);
 }
+
+/// Found by scripts/chaos: a GridFS upload abandoned while MongoDB is down kept the chunks it had written
+/// (the driver's abort cannot reach MongoDB either). `jobs::abort_upload` deletes them once MongoDB is back.
+#[tokio::test]
+async fn an_upload_abandoned_while_mongodb_is_down_leaves_no_chunk_once_it_is_back() {
+    let mut mongo = testkit::MongoServer::start().await;
+    let mut options = mongodb::options::ClientOptions::parse(&mongo.uri)
+        .await
+        .unwrap();
+    options.server_selection_timeout = Some(Duration::from_secs(2));
+    let db = mongodb::Client::with_options(options)
+        .unwrap()
+        .database(&testkit::unique_name("abandoned"));
+    let bucket = jobs::bucket(&db, jobs::MP3S_BUCKET);
+    let chunks = db.collection::<mongodb::bson::Document>("mp3s.chunks");
+    let id = ObjectId::new();
+    let mut upload = bucket
+        .open_upload_stream("cut-off.mp3")
+        .id(Bson::ObjectId(id))
+        .await
+        .unwrap();
+    upload.write_all(&vec![7u8; 600 * 1024]).await.unwrap(); // two full chunks written
+    let written = chunks.count_documents(doc! {"files_id": id}).await.unwrap();
+    assert!(written >= 2, "{written} chunks written");
+
+    mongo.stop().await;
+    jobs::abort_upload(&db, jobs::MP3S_BUCKET, &mut upload, id).await;
+    mongo.restart().await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(0) = chunks.count_documents(doc! {"files_id": id}).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned upload's chunks are still there"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
