@@ -583,17 +583,72 @@ def machine():
             "commit": commit, "loadavg_at_start": os.getloadavg()}
 
 
+def report():
+    """Markdown tables of the latest target/bench/*.json, for the README's Performance section."""
+    load = lambda n: json.loads((OUT / f"{n}.json").read_text()) if (OUT / f"{n}.json").exists() else None
+    m = json.loads((OUT / "summary.json").read_text())["machine"]
+    print(f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['os']}, kernel {m['kernel']}; "
+          f"load average {m['loadavg_at_start'][0]:.1f} at the start; commit {m['commit']}.\n")
+    c = load("convert")
+    if c:
+        print(f"Conversion (medians of {c['runs_per_tool']}; CPU = user+sys of /usr/bin/time -v, 10 ms resolution):\n")
+        print("| file | CPU ours ÷ CLI | wall ours ÷ CLI | CPU ours ÷ moviepy | wall ours ÷ moviepy "
+              "| ours CPU / wall s | peak RSS ours / CLI / moviepy MiB |")
+        print("|---|---|---|---|---|---|---|")
+        for f, e in c["files"].items():
+            rc, rm = e.get("ratio_ours_over_cli", {}), e.get("ratio_ours_over_moviepy", {})
+            rss = " / ".join(f"{e[t]['peak_rss_mib']:.0f}" for t in ("ours", "cli", "moviepy") if t in e)
+            print(f"| {f} | {rc.get('cpu')} | {rc.get('wall')} | {rm.get('cpu')} | {rm.get('wall')} "
+                  f"| {e['ours']['cpu_s']} / {e['ours']['wall_s']} | {rss} |")
+        print()
+    cs = load("coldstart")
+    if cs:
+        print(f"Cold start (medians of {cs['runs']}, ms from exec):\n")
+        print("| function | → 200 on /healthz | → first real request | that request | peak RSS MiB |")
+        print("|---|---|---|---|---|")
+        for f, e in cs["functions"].items():
+            print(f"| {f} | {e['healthz_ms']} (max {e['healthz_max_ms']}) | {e['first_request_ms']} "
+                  f"| {cs['first_request'][f]} | {e['peak_rss_mib']} |")
+        print()
+    r = load("requests")
+    if r:
+        print(f"Requests (wrk -t2 -c64, {r['seconds_per_run']} s runs, medians of {r['runs']}; CPU s used in one run):\n")
+        print("| route | token check | req/s | p99 ms | CPU s gateway / auth / MongoDB server |")
+        print("|---|---|---|---|---|")
+        for route in ("job", "no_db"):
+            for mode in ("local", "auth"):
+                e = r["results"][f"{route}/{mode}"]
+                label = "`GET /jobs/{id}`" if route == "job" else "`GET /jobs?limit=0` (400 before the DB)"
+                cpu = " / ".join(str(e.get(k) if e.get(k) is not None else "–")
+                                 for k in ("gateway_cpu_s", "auth_cpu_s", "mongodb_server_cpu_s"))
+                print(f"| {label} | `{mode}` | {e['requests_per_s']:.0f} | {e['p99_ms']} | {cpu} |")
+        print()
+    u = load("upload")
+    if u:
+        print("| upload | MiB/s | gateway idle RSS MiB | peak RSS MiB |")
+        print("|---|---|---|---|")
+        for size, e in u["sizes"].items():
+            print(f"| {size} MiB | {e['mib_per_s']} | {e['idle_rss_mib']} | {e['peak_rss_mib']} |")
+        print()
+    e = load("e2e")
+    if e:
+        med = e["medians"]
+        print(f"End to end, 10 s clip (medians of {e['runs']}, ms): " + ", ".join(f"{k} {v}" for k, v in med.items()))
+
+
 BENCHES = {"convert": bench_convert, "coldstart": bench_coldstart, "requests": bench_requests,
            "upload": bench_upload, "e2e": bench_e2e}
 
 
 def main():
     ap = argparse.ArgumentParser(prog="scripts/bench")
-    ap.add_argument("what", nargs="*", default=["all"], choices=[*BENCHES, "all"])
+    ap.add_argument("what", nargs="*", default=["all"], choices=[*BENCHES, "all", "report"])
     ap.add_argument("-n", type=int, default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=None)
     args = ap.parse_args()
+    if args.what == ["report"]:
+        return report()
     what = list(BENCHES) if "all" in args.what else list(dict.fromkeys(args.what))
     args.n = args.n or (1 if args.quick else 3)
     args.wrk_seconds = 2 if args.quick else 5
