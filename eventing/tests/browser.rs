@@ -149,6 +149,30 @@ impl Browser {
         }
     }
 
+    /// Waits (up to 60 s) for the job list's first entry (the newest job); its job id.
+    async fn wait_for_new_job(&self) -> String {
+        self.wait_until(
+            "document.querySelector('#jobs li')",
+            "the job appears",
+            Duration::from_secs(60),
+        )
+        .await;
+        let id = self
+            .js(
+                "return document.querySelector('#jobs li').dataset.jobId;",
+                vec![],
+            )
+            .await;
+        id.as_str().expect("a job id").to_owned()
+    }
+
+    /// Waits (up to 15 s) until the element with id `id` is no longer `hidden`.
+    async fn wait_shown(&self, id: &str, what: &str) {
+        let condition = format!("!document.getElementById('{id}').hidden");
+        self.wait_until(&condition, what, Duration::from_secs(15))
+            .await;
+    }
+
     async fn text_of(&self, css: &str) -> String {
         self.client
             .find(Locator::Css(css))
@@ -255,11 +279,7 @@ async fn a_person_logs_in_uploads_a_clip_follows_it_downloads_the_mp3_and_delete
 
     // The login form, labelled and focusable by keyboard.
     browser
-        .wait_until(
-            "!document.getElementById('login-view').hidden",
-            "the login form shows",
-            Duration::from_secs(10),
-        )
+        .wait_shown("login-view", "the login form shows")
         .await;
     let unlabelled = browser
         .js(
@@ -276,11 +296,7 @@ async fn a_person_logs_in_uploads_a_clip_follows_it_downloads_the_mp3_and_delete
     browser.fill("#password", "not the password").await;
     browser.click("#login-button").await;
     browser
-        .wait_until(
-            "!document.getElementById('login-error').hidden",
-            "the login error shows",
-            Duration::from_secs(10),
-        )
+        .wait_shown("login-error", "the login error shows")
         .await;
     assert!(
         browser
@@ -296,11 +312,7 @@ async fn a_person_logs_in_uploads_a_clip_follows_it_downloads_the_mp3_and_delete
     browser.fill("#password", USER_PASSWORD).await;
     browser.click("#login-button").await;
     browser
-        .wait_until(
-            "!document.getElementById('app-view').hidden",
-            "the app shows after login",
-            Duration::from_secs(10),
-        )
+        .wait_shown("app-view", "the app shows after login")
         .await;
     assert!(browser.text_of("#who").await.contains(USER_EMAIL));
     let url = page.current_url().await.unwrap();
@@ -312,13 +324,7 @@ async fn a_person_logs_in_uploads_a_clip_follows_it_downloads_the_mp3_and_delete
         stored.as_str().is_some_and(|t| t.split('.').count() == 3),
         "{stored}"
     );
-    browser
-        .wait_until(
-            "!document.getElementById('jobs-empty').hidden",
-            "the empty list",
-            Duration::from_secs(10),
-        )
-        .await;
+    browser.wait_shown("jobs-empty", "the empty list").await;
     browser.screenshot("03-empty").await;
 
     // Upload a corpus clip (slowly enough to watch its progress); it appears in the list and is followed
@@ -338,22 +344,7 @@ async fn a_person_logs_in_uploads_a_clip_follows_it_downloads_the_mp3_and_delete
         "{progress}"
     );
     browser.screenshot("04-uploading").await;
-    browser
-        .wait_until(
-            "document.querySelector('#jobs li')",
-            "the job appears",
-            Duration::from_secs(60),
-        )
-        .await;
-    let job_id = browser
-        .js(
-            "return document.querySelector('#jobs li').dataset.jobId;",
-            vec![],
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = browser.wait_for_new_job().await;
     browser.screenshot("05-uploaded").await;
     browser.throttle_upload(None).await;
     browser
@@ -448,11 +439,7 @@ async fn a_person_logs_in_uploads_a_clip_follows_it_downloads_the_mp3_and_delete
     // Logging out forgets the token.
     browser.click("#logout").await;
     browser
-        .wait_until(
-            "!document.getElementById('login-view').hidden",
-            "back to the login form",
-            Duration::from_secs(10),
-        )
+        .wait_shown("login-view", "back to the login form")
         .await;
     assert_eq!(
         browser
@@ -483,11 +470,7 @@ async fn every_error_shows_a_clear_message() {
     browser.fill("#password", "whatever").await;
     browser.click("#login-button").await;
     browser
-        .wait_until(
-            "!document.getElementById('login-error').hidden",
-            "the login error shows",
-            Duration::from_secs(15),
-        )
+        .wait_shown("login-error", "the login error shows")
         .await;
     assert!(
         browser
@@ -505,13 +488,7 @@ async fn every_error_shows_a_clear_message() {
         )
         .await;
     page.refresh().await.unwrap();
-    browser
-        .wait_until(
-            "!document.getElementById('app-view').hidden",
-            "the app shows",
-            Duration::from_secs(10),
-        )
-        .await;
+    browser.wait_shown("app-view", "the app shows").await;
     assert!(
         browser.text_of("#max-size").await.contains("52 MB"),
         "the limit is shown"
@@ -526,11 +503,7 @@ async fn every_error_shows_a_clear_message() {
         .unwrap();
     browser.choose_file(&big).await;
     browser
-        .wait_until(
-            "!document.getElementById('upload-error').hidden",
-            "the too-large message",
-            Duration::from_secs(10),
-        )
+        .wait_shown("upload-error", "the too-large message")
         .await;
     let message = browser.text_of("#upload-error").await;
     assert!(
@@ -557,22 +530,7 @@ async fn every_error_shows_a_clear_message() {
     // A failed conversion shows its reason.
     let silent = testkit::media_corpus().join("mp4_h264_no_audio_track_10s.mp4");
     browser.choose_file(&silent).await;
-    browser
-        .wait_until(
-            "document.querySelector('#jobs li')",
-            "the job appears",
-            Duration::from_secs(60),
-        )
-        .await;
-    let job_id = browser
-        .js(
-            "return document.querySelector('#jobs li').dataset.jobId;",
-            vec![],
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = browser.wait_for_new_job().await;
     browser
         .wait_until(
             &job_in_state(&job_id, "failed"),
@@ -602,11 +560,7 @@ async fn every_error_shows_a_clear_message() {
         .await;
     page.refresh().await.unwrap();
     browser
-        .wait_until(
-            "!document.getElementById('login-error').hidden",
-            "the expired message",
-            Duration::from_secs(15),
-        )
+        .wait_shown("login-error", "the expired message")
         .await;
     assert!(
         browser

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use mongodb::bson::doc;
+pub use testkit::serve;
 use vidmp3_runtime::config::Env;
 use vidmp3_runtime::jwt::{JwtKeys, JwtSettings};
 
@@ -23,17 +24,6 @@ pub struct Stack {
     pub keys: JwtKeys,
     pub dead_letters: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
     pub client: reqwest::Client,
-}
-
-pub async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        router,
-        std::future::pending(),
-    ));
-    url
 }
 
 /// What a test wants on top of the default stack.

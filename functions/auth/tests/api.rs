@@ -25,14 +25,8 @@ async fn spawn_app_with(database_url: &str, extra: &[(&str, &str)]) -> App {
     let settings = Settings::from_env(&Env::from_pairs(vars)).expect("settings");
     let state = AppState::new(&settings).expect("state");
     users::migrate(&state.pool).await.expect("migrations");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let router = auth::router(state.clone());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        router,
-        std::future::pending(),
-    ));
+    let url = testkit::serve(router).await;
     App {
         url,
         state,

@@ -36,13 +36,7 @@ async fn spawn_app(extra: &[(&str, &str)]) -> App {
     let settings = Settings::from_env(&Env::from_pairs(vars)).expect("settings");
     let state = AppState::new(&settings).expect("state");
     users::migrate(&state.pool).await.expect("migrations");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        auth::router(state.clone()),
-        std::future::pending(),
-    ));
+    let url = testkit::serve(auth::router(state.clone())).await;
     App {
         url,
         state,
@@ -53,9 +47,14 @@ async fn spawn_app(extra: &[(&str, &str)]) -> App {
 impl App {
     async fn add_user(&self, email: &str, password: &str) {
         let hash = auth::password::hash(password.to_owned()).await.unwrap();
-        users::create(&self.state.pool, &users::Email::parse(email).unwrap(), &hash, false)
-            .await
-            .unwrap();
+        users::create(
+            &self.state.pool,
+            &users::Email::parse(email).unwrap(),
+            &hash,
+            false,
+        )
+        .await
+        .unwrap();
     }
 
     async fn login(&self, email: &str, password: &str) -> reqwest::Response {
@@ -68,7 +67,12 @@ impl App {
     }
 
     /// `POST path` with an optional `Authorization` header and JSON body.
-    async fn post(&self, path: &str, authorization: Option<&str>, body: Option<&Value>) -> reqwest::Response {
+    async fn post(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
         let mut req = self.client.post(format!("{}{path}", self.url));
         if let Some(a) = authorization {
             req = req.header("authorization", a);
@@ -96,7 +100,9 @@ fn protected_routes() -> Vec<(&'static str, Option<Value>)> {
         ("/validate", None),
         (
             "/users",
-            Some(json!({"email": "forged-admin-made-me@example.com", "password": "long enough password", "admin": true})),
+            Some(
+                json!({"email": "forged-admin-made-me@example.com", "password": "long enough password", "admin": true}),
+            ),
         ),
     ]
 }
@@ -104,13 +110,18 @@ fn protected_routes() -> Vec<(&'static str, Option<Value>)> {
 async fn assert_unauthorized(r: reqwest::Response, what: &str) {
     assert_eq!(r.status(), 401, "{what}");
     assert_eq!(
-        r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()),
+        r.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned()),
         Some("application/problem+json".to_owned()),
         "{what}"
     );
     let body: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(body["status"], 401, "{what}: {body}");
-    assert!(body["code"].as_str().is_some_and(|c| !c.is_empty()), "{what}: {body}");
+    assert!(
+        body["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{what}: {body}"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +134,9 @@ async fn every_forged_token_is_401_with_a_problem_on_every_protected_route() {
     assert!(attacks.len() >= 25);
     for attack in &attacks {
         for (path, body) in protected_routes() {
-            let r = app.post(path, attack.authorization.as_deref(), body.as_ref()).await;
+            let r = app
+                .post(path, attack.authorization.as_deref(), body.as_ref())
+                .await;
             assert_unauthorized(r, &format!("{} on POST {path}", attack.name)).await;
         }
     }
@@ -132,7 +145,11 @@ async fn every_forged_token_is_401_with_a_problem_on_every_protected_route() {
     let bearer = format!("Bearer {}", forger.valid("1", "root@example.com", true));
     for (path, body) in protected_routes() {
         let r = app.post(path, Some(&bearer), body.as_ref()).await;
-        assert!(r.status().is_success(), "valid token on POST {path}: {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "valid token on POST {path}: {}",
+            r.status()
+        );
     }
     assert_eq!(app.users().await.len(), before.len() + 1);
 }
@@ -157,7 +174,8 @@ const INJECTIONS: &[&str] = &[
 async fn sql_injection_shaped_credentials_are_401_and_leave_the_users_table_intact() {
     // A high limit: this test is about SQL, not about the rate limiter.
     let app = spawn_app(&[("LOGIN_MAX_FAILURES", "1000")]).await;
-    app.add_user("alice@example.com", "alice's real password").await;
+    app.add_user("alice@example.com", "alice's real password")
+        .await;
     let before = app.users().await;
     for payload in INJECTIONS {
         for (email, password) in [
@@ -171,10 +189,18 @@ async fn sql_injection_shaped_credentials_are_401_and_leave_the_users_table_inta
         }
     }
     assert_eq!(app.users().await, before, "the users table is unchanged");
-    assert_eq!(app.login("alice@example.com", "alice's real password").await.status(), 200);
+    assert_eq!(
+        app.login("alice@example.com", "alice's real password")
+            .await
+            .status(),
+        200
+    );
 
     // Quotes are data: a user whose email and password contain SQL is stored and matched literally.
-    let admin = format!("Bearer {}", Forger::new(SECRET).valid("1", "root@example.com", true));
+    let admin = format!(
+        "Bearer {}",
+        Forger::new(SECRET).valid("1", "root@example.com", true)
+    );
     let sneaky_password = "\"; DROP TABLE users; -- ' OR '1'='1";
     let r = app
         .post(
@@ -184,13 +210,32 @@ async fn sql_injection_shaped_credentials_are_401_and_leave_the_users_table_inta
         )
         .await;
     assert_eq!(r.status(), 201);
-    assert_eq!(app.login("O'Brien@example.com", sneaky_password).await.status(), 200);
-    assert_eq!(app.login("o'brien@example.com", "' OR '1'='1").await.status(), 401);
-    assert_eq!(app.login("o'brien@example.com' -- ", sneaky_password).await.status(), 401);
+    assert_eq!(
+        app.login("O'Brien@example.com", sneaky_password)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.login("o'brien@example.com", "' OR '1'='1")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.login("o'brien@example.com' -- ", sneaky_password)
+            .await
+            .status(),
+        401
+    );
     let mut expected = before.clone();
     expected.push(("o'brien@example.com".to_owned(), false));
     expected.sort();
-    assert_eq!(app.users().await, expected, "one new row, nobody became admin");
+    assert_eq!(
+        app.users().await,
+        expected,
+        "one new row, nobody became admin"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,10 +243,17 @@ async fn sql_injection_shaped_credentials_are_401_and_leave_the_users_table_inta
 // ---------------------------------------------------------------------------------------------
 
 const SQL_WORDS: &[&str] = &[
-    "select ", "insert ", "update ", "delete ", "drop ", " where ", " from ", "values", " set ", "replace ",
+    "select ", "insert ", "update ", "delete ", "drop ", " where ", " from ", "values", " set ",
+    "replace ",
 ];
 const QUERY_FUNCTIONS: &[&str] = &[
-    "query", "query_as", "query_scalar", "query_with", "query_as_with", "query_scalar_with", "raw_sql",
+    "query",
+    "query_as",
+    "query_scalar",
+    "query_with",
+    "query_as_with",
+    "query_scalar_with",
+    "raw_sql",
 ];
 
 /// Problems in one source file: `format!` calls whose text looks like SQL, and sqlx query functions whose
@@ -233,7 +285,8 @@ fn sql_building_problems(source: &str) -> Vec<String> {
                 continue; // not a call (a `use`, a word in a comment…)
             };
             let args = args.trim_start();
-            let literal = args.starts_with('"') || args.starts_with("r\"") || args.starts_with("r#");
+            let literal =
+                args.starts_with('"') || args.starts_with("r\"") || args.starts_with("r#");
             if !literal || *function == "raw_sql" {
                 problems.push(format!(
                     "line {}: {function}(…) is not given a string literal",
@@ -270,7 +323,10 @@ fn the_sql_check_catches_string_built_sql_and_passes_literals() {
         r#"let mut b = sqlx::QueryBuilder::new("SELECT ");"#,
     ];
     for snippet in bad {
-        assert!(!sql_building_problems(snippet).is_empty(), "missed: {snippet}");
+        assert!(
+            !sql_building_problems(snippet).is_empty(),
+            "missed: {snippet}"
+        );
     }
     let good = [
         r#"sqlx::query("INSERT INTO users (email) VALUES (?)").bind(email)"#,
@@ -278,7 +334,11 @@ fn the_sql_check_catches_string_built_sql_and_passes_literals() {
         r#"let bad = || format!("{raw:?} is not a valid email address");"#,
     ];
     for snippet in good {
-        assert_eq!(sql_building_problems(snippet), Vec::<String>::new(), "{snippet}");
+        assert_eq!(
+            sql_building_problems(snippet),
+            Vec::<String>::new(),
+            "{snippet}"
+        );
     }
 }
 
@@ -297,18 +357,31 @@ fn every_sql_statement_in_auth_is_a_literal_with_bound_parameters() {
             problems.push(format!("{}: {p}", file.display()));
         }
     }
-    assert!(queries >= 2, "the scan found only {queries} queries: is it looking in the right place?");
-    assert!(problems.is_empty(), "SQL must be a literal with ? placeholders:\n{}", problems.join("\n"));
+    assert!(
+        queries >= 2,
+        "the scan found only {queries} queries: is it looking in the right place?"
+    );
+    assert!(
+        problems.is_empty(),
+        "SQL must be a literal with ? placeholders:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn settings_debug_output_hides_the_database_password_and_the_jwt_secret() {
     let env = Env::from_pairs([
-        ("DATABASE_URL", "mysql://app:db-password-9f3k@127.0.0.1:3306/vidmp3"),
+        (
+            "DATABASE_URL",
+            "mysql://app:db-password-9f3k@127.0.0.1:3306/vidmp3",
+        ),
         ("JWT_SECRET", SECRET),
     ]);
     let debug = format!("{:?}", Settings::from_env(&env).unwrap());
     assert!(!debug.contains("db-password-9f3k"), "{debug}");
     assert!(!debug.contains(SECRET), "{debug}");
-    assert!(debug.contains("mysql://app:***@127.0.0.1:3306/vidmp3"), "{debug}");
+    assert!(
+        debug.contains("mysql://app:***@127.0.0.1:3306/vidmp3"),
+        "{debug}"
+    );
 }

@@ -64,14 +64,7 @@ async fn job_mode_converts_the_mounted_event_and_posts_the_result_to_k_sink() {
                 async { axum::http::StatusCode::ACCEPTED }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(vidmp3_runtime::serve::serve_on(
-            listener,
-            router,
-            std::future::pending(),
-        ));
-        url
+        testkit::serve(router).await
     };
     let event = uploaded(&db, "mkv_vp9_opus_10s.mkv").await;
     let dir = tempfile::tempdir().unwrap();
@@ -141,13 +134,7 @@ async fn many_jobs_failing_ones_included_leak_no_temp_file_or_descriptor() {
     )
     .await
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        converter::service::router(state),
-        std::future::pending(),
-    ));
+    let url = testkit::serve(converter::service::router(state)).await;
     let db = mongodb::Client::with_uri_str(&mongo)
         .await
         .unwrap()

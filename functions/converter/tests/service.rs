@@ -29,13 +29,7 @@ async fn spawn_app(mongo_uri: &str) -> App {
     ];
     let settings = converter::service::Settings::from_env(&Env::from_pairs(vars)).unwrap();
     let state = converter::service::AppState::new(settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        converter::service::router(state),
-        std::future::pending(),
-    ));
+    let url = testkit::serve(converter::service::router(state)).await;
     let db = mongodb::Client::with_uri_str(mongo_uri)
         .await
         .unwrap()

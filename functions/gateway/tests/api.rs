@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -54,17 +55,6 @@ impl Receiver {
             .map(|e| vidmp3_runtime::events::from_event(e).unwrap())
             .collect()
     }
-}
-
-async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        router,
-        std::future::pending(),
-    ));
-    url
 }
 
 struct App {

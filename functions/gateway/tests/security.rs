@@ -19,6 +19,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use axum::Router;
 use axum::routing::post;
@@ -32,17 +33,6 @@ use vidmp3_runtime::config::Env;
 use vidmp3_runtime::jobs;
 
 const SECRET: &str = "gateway-security-secret-gateway-security";
-
-async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        router,
-        std::future::pending(),
-    ));
-    url
-}
 
 /// A gateway router served in process, with no sink (events stay pending) and no auth behind `/login`.
 struct App {
@@ -98,7 +88,12 @@ impl App {
         self.forger.valid(sub, &email(sub), false)
     }
 
-    async fn send(&self, method: &str, path: &str, authorization: Option<&str>) -> reqwest::Response {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> reqwest::Response {
         let url = format!("{}{path}", self.url);
         let mut req = match method {
             "GET" => self.client.get(url),
@@ -118,7 +113,11 @@ impl App {
 
     async fn upload(&self, token: &str) -> String {
         let r = self
-            .send("POST", "/upload?filename=clip.mp4", Some(&format!("Bearer {token}")))
+            .send(
+                "POST",
+                "/upload?filename=clip.mp4",
+                Some(&format!("Bearer {token}")),
+            )
             .await;
         assert_eq!(r.status(), 202);
         r.json::<Value>().await.unwrap()["job_id"]
@@ -187,7 +186,10 @@ async fn assert_unauthorized(r: reqwest::Response, what: &str) {
     );
     let body: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(body["status"], 401, "{what}: {body}");
-    assert!(body["code"].as_str().is_some_and(|c| !c.is_empty()), "{what}: {body}");
+    assert!(
+        body["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{what}: {body}"
+    );
 }
 
 /// A real auth router with the same secret, on a fresh MariaDB database when `database` is set (else on a
@@ -198,7 +200,10 @@ async fn spawn_auth(extra: &[(&str, &str)], database: bool) -> (String, auth::Ap
     } else {
         "mysql://nobody:nothing@127.0.0.1:9/unused".to_owned()
     };
-    let mut vars = vec![("DATABASE_URL", database_url.as_str()), ("JWT_SECRET", SECRET)];
+    let mut vars = vec![
+        ("DATABASE_URL", database_url.as_str()),
+        ("JWT_SECRET", SECRET),
+    ];
     vars.extend_from_slice(extra);
     let settings = auth::Settings::from_env(&Env::from_pairs(vars)).unwrap();
     let state = auth::AppState::new(&settings).unwrap();
@@ -231,13 +236,17 @@ async fn forged_tokens_are_refused_on_every_route(app: &App) {
     for attack in &attacks {
         for (method, template) in &routes {
             let path = template.replace("{job}", &job).replace("{mp3}", &mp3);
-            let r = app.send(method, &path, attack.authorization.as_deref()).await;
+            let r = app
+                .send(method, &path, attack.authorization.as_deref())
+                .await;
             assert_unauthorized(r, &format!("{} on {method} {path}", attack.name)).await;
         }
     }
     // An admin claim does not help a forged token either.
     for attack in app.forger.attacks(sub, &email(sub), true) {
-        let r = app.send("GET", "/jobs", attack.authorization.as_deref()).await;
+        let r = app
+            .send("GET", "/jobs", attack.authorization.as_deref())
+            .await;
         assert_unauthorized(r, &format!("admin {} on GET /jobs", attack.name)).await;
     }
     // Nothing got through: still exactly the one job and video, and the job is intact.
@@ -247,7 +256,9 @@ async fn forged_tokens_are_refused_on_every_route(app: &App) {
     // forgery's doing), DELETE last.
     for (method, template) in &routes {
         let path = template.replace("{job}", &job).replace("{mp3}", &mp3);
-        let r = app.send(method, &path, Some(&format!("Bearer {token}"))).await;
+        let r = app
+            .send(method, &path, Some(&format!("Bearer {token}")))
+            .await;
         let expected = match *method {
             "POST" => 202,
             "DELETE" => 204,
@@ -281,17 +292,27 @@ async fn redeliver_is_open_but_reveals_nothing() {
 fn basic(email: &str, password: &str) -> String {
     use base64::Engine;
     let pair = format!("{email}:{password}");
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 #[tokio::test]
 async fn login_brute_force_through_the_gateway_is_429_whatever_the_client_claims_to_be() {
     let (auth, auth_state) = spawn_auth(&[("LOGIN_MAX_FAILURES", "3")], true).await;
     for email in ["victim@example.com", "bystander@example.com"] {
-        let hash = auth::password::hash("the right password".to_owned()).await.unwrap();
-        auth::users::create(&auth_state.pool, &auth::users::Email::parse(email).unwrap(), &hash, false)
+        let hash = auth::password::hash("the right password".to_owned())
             .await
             .unwrap();
+        auth::users::create(
+            &auth_state.pool,
+            &auth::users::Email::parse(email).unwrap(),
+            &hash,
+            false,
+        )
+        .await
+        .unwrap();
     }
     let app = spawn_app_with(&auth, &[]).await;
     let login = |email: &str, password: &str, client: &str| {
@@ -302,22 +323,39 @@ async fn login_brute_force_through_the_gateway_is_429_whatever_the_client_claims
             .send()
     };
     for guess in ["123456", "password", "qwerty"] {
-        let r = login("victim@example.com", guess, "203.0.113.5").await.unwrap();
+        let r = login("victim@example.com", guess, "203.0.113.5")
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "guess {guess}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
     // Locked: even the right password, and from any address the attacker claims (the account is locked,
     // not just the client).
     for client in ["203.0.113.5", "203.0.113.99", "198.51.100.200"] {
-        let r = login("victim@example.com", "the right password", client).await.unwrap();
+        let r = login("victim@example.com", "the right password", client)
+            .await
+            .unwrap();
         assert_eq!(r.status(), 429, "from {client}");
-        let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-        assert!((1..=300).contains(&retry_after), "Retry-After {retry_after}");
+        let retry_after: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=300).contains(&retry_after),
+            "Retry-After {retry_after}"
+        );
         let (_, body) = problem_of(r).await;
         assert_eq!(body["code"], "too_many_attempts");
     }
     // Another client logging into another account is not locked out by the attack.
-    let r = login("bystander@example.com", "the right password", "198.51.100.7").await.unwrap();
+    let r = login(
+        "bystander@example.com",
+        "the right password",
+        "198.51.100.7",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().starts_with("eyJ"), "a JWT");
 }
@@ -325,11 +363,22 @@ async fn login_brute_force_through_the_gateway_is_429_whatever_the_client_claims
 #[tokio::test]
 async fn without_x_forwarded_for_auth_still_tells_the_gateways_clients_apart() {
     let (auth, auth_state) = spawn_auth(&[("LOGIN_MAX_FAILURES", "3")], true).await;
-    for email in ["victim@example.com", "bystander@example.com", "third@example.com"] {
-        let hash = auth::password::hash("the right password".to_owned()).await.unwrap();
-        auth::users::create(&auth_state.pool, &auth::users::Email::parse(email).unwrap(), &hash, false)
+    for email in [
+        "victim@example.com",
+        "bystander@example.com",
+        "third@example.com",
+    ] {
+        let hash = auth::password::hash("the right password".to_owned())
             .await
             .unwrap();
+        auth::users::create(
+            &auth_state.pool,
+            &auth::users::Email::parse(email).unwrap(),
+            &hash,
+            false,
+        )
+        .await
+        .unwrap();
     }
     let app = spawn_app_with(&auth, &[]).await;
     // Two clients on different loopback addresses, neither sending X-Forwarded-For: auth only sees the
@@ -347,16 +396,28 @@ async fn without_x_forwarded_for_auth_still_tells_the_gateways_clients_apart() {
             .header("authorization", basic(email, password))
             .send()
     };
-    for account in ["victim@example.com", "nobody@example.com", "victim@example.com"] {
+    for account in [
+        "victim@example.com",
+        "nobody@example.com",
+        "victim@example.com",
+    ] {
         let r = login(&attacker, account, "a guess").await.unwrap();
         assert_eq!(r.status(), 401);
     }
     // The attacking client is locked out, even for an account it never tried…
-    let r = login(&attacker, "third@example.com", "the right password").await.unwrap();
+    let r = login(&attacker, "third@example.com", "the right password")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     // …and another client is not.
-    let r = login(&bystander, "bystander@example.com", "the right password").await.unwrap();
-    assert_eq!(r.status(), 200, "the bystander shares the attacker's lockout");
+    let r = login(&bystander, "bystander@example.com", "the right password")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the bystander shares the attacker's lockout"
+    );
 }
 
 /// The parts of a problem a client can see, minus nothing: two of them are indistinguishable when equal.
@@ -387,12 +448,32 @@ async fn another_users_jobs_and_files_are_404_exactly_like_unknown_ones_and_neve
 
     // (method, path with alice's ids, the same path with ids nobody has)
     let cases = [
-        ("GET", format!("/jobs/{alice_job}"), format!("/jobs/{unknown_job}")),
-        ("GET", format!("/jobs/{alice_job}/mp3"), format!("/jobs/{unknown_job}/mp3")),
-        ("GET", format!("/download?fid={alice_mp3}"), format!("/download?fid={unknown_file}")),
+        (
+            "GET",
+            format!("/jobs/{alice_job}"),
+            format!("/jobs/{unknown_job}"),
+        ),
+        (
+            "GET",
+            format!("/jobs/{alice_job}/mp3"),
+            format!("/jobs/{unknown_job}/mp3"),
+        ),
+        (
+            "GET",
+            format!("/download?fid={alice_mp3}"),
+            format!("/download?fid={unknown_file}"),
+        ),
         // A video's file id is not a download id, even for its owner's neighbour.
-        ("GET", format!("/download?fid={alice_video}"), format!("/download?fid={unknown_file}")),
-        ("DELETE", format!("/jobs/{alice_job}"), format!("/jobs/{unknown_job}")),
+        (
+            "GET",
+            format!("/download?fid={alice_video}"),
+            format!("/download?fid={unknown_file}"),
+        ),
+        (
+            "DELETE",
+            format!("/jobs/{alice_job}"),
+            format!("/jobs/{unknown_job}"),
+        ),
     ];
     for (method, foreign, unknown) in &cases {
         let (status, body) = problem_of(app.send(method, foreign, Some(&bearer(&bob))).await).await;
@@ -406,12 +487,18 @@ async fn another_users_jobs_and_files_are_404_exactly_like_unknown_ones_and_neve
         );
     }
     // Bob's DELETE changed nothing: alice still has her job, its video and its MP3.
-    let r = app.send("GET", &format!("/jobs/{alice_job}"), Some(&bearer(&alice))).await;
+    let r = app
+        .send("GET", &format!("/jobs/{alice_job}"), Some(&bearer(&alice)))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
-        app.send("GET", &format!("/download?fid={alice_mp3}"), Some(&bearer(&alice)))
-            .await
-            .status(),
+        app.send(
+            "GET",
+            &format!("/download?fid={alice_mp3}"),
+            Some(&bearer(&alice))
+        )
+        .await
+        .status(),
         200
     );
     assert_eq!(app.count("videos.files").await, 2);
@@ -505,7 +592,12 @@ impl Gateway {
     fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
     }
 
     fn head(&self, extra_headers: &str) -> String {
@@ -539,7 +631,9 @@ impl Gateway {
 
     /// A plain request still works: the server survived.
     async fn assert_healthy(&self) {
-        let r = reqwest::get(format!("http://{}/healthz", self.addr)).await.unwrap();
+        let r = reqwest::get(format!("http://{}/healthz", self.addr))
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
 }
@@ -560,7 +654,9 @@ async fn read_until_closed(
         }
     })
     .await;
-    result.ok().map(|()| String::from_utf8_lossy(&got).into_owned())
+    result
+        .ok()
+        .map(|()| String::from_utf8_lossy(&got).into_owned())
 }
 
 #[tokio::test]
@@ -568,7 +664,10 @@ async fn a_request_head_trickled_a_byte_a_second_is_cut_off_by_the_header_timeou
     let gw = spawn_gateway(&[]).await;
     let mut stream = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
     let started = Instant::now();
-    stream.write_all(b"GET /jobs HTTP/1.1\r\nX-Slow: ").await.unwrap();
+    stream
+        .write_all(b"GET /jobs HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
     let (mut reader, mut writer) = stream.into_split();
     // A byte a second, forever, until the server hangs up.
     let trickle = tokio::spawn(async move {
@@ -601,14 +700,22 @@ async fn a_stalled_upload_body_gets_408_within_the_idle_timeout_and_leaves_nothi
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.mp4\"\r\nContent-Type: video/mp4\r\n\r\n"
     );
     for (headers, prefix) in [
-        ("Content-Type: video/mp4\r\nContent-Length: 10000000\r\n".to_owned(), Vec::new()),
         (
-            format!("Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 10000000\r\n"),
+            "Content-Type: video/mp4\r\nContent-Length: 10000000\r\n".to_owned(),
+            Vec::new(),
+        ),
+        (
+            format!(
+                "Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 10000000\r\n"
+            ),
             multipart_head.into_bytes(),
         ),
     ] {
         let mut stream = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
-        stream.write_all(gw.head(&headers).as_bytes()).await.unwrap();
+        stream
+            .write_all(gw.head(&headers).as_bytes())
+            .await
+            .unwrap();
         stream.write_all(&prefix).await.unwrap();
         stream.write_all(&fake_video(100_000)).await.unwrap();
         let stalled = Instant::now();
@@ -634,7 +741,10 @@ async fn an_upload_body_trickled_a_byte_a_second_is_cut_off_by_the_upload_timeou
     let gw = spawn_gateway(&[]).await;
     let mut stream = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
     stream
-        .write_all(gw.head("Content-Type: video/mp4\r\nContent-Length: 10000000\r\n").as_bytes())
+        .write_all(
+            gw.head("Content-Type: video/mp4\r\nContent-Length: 10000000\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     stream.write_all(&fake_video(1024)).await.unwrap();
@@ -674,7 +784,10 @@ async fn a_never_ending_chunked_upload_gets_413_the_connection_closed_and_memory
     let stream = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     writer
-        .write_all(gw.head("Content-Type: video/mp4\r\nTransfer-Encoding: chunked\r\n").as_bytes())
+        .write_all(
+            gw.head("Content-Type: video/mp4\r\nTransfer-Encoding: chunked\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     // Endless 64 KiB chunks; stops only when the server hangs up (or, as a safety net, at 4× the limit).

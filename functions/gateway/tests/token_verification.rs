@@ -5,22 +5,12 @@
 //! have been accepted by auth, and the same token is refused in the default `local` mode.
 
 use gateway::{AppState, Settings};
+use testkit::serve;
 use vidmp3_runtime::config::Env;
 use vidmp3_runtime::jwt::{JwtKeys, JwtSettings, VerificationMode};
 
 const AUTH_SECRET: &str = "auth-side-secret-auth-side-secret-0123456";
 const GATEWAY_SECRET: &str = "gateway-side-secret-gateway-side-secret-01";
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        router,
-        std::future::pending(),
-    ));
-    url
-}
 
 /// The real auth router. `/validate` needs no database; the pool connects lazily and is never used.
 async fn spawn_auth() -> String {

@@ -33,13 +33,7 @@ async fn spawn_app(smtp: testkit::SmtpServer) -> App {
     let state = AppState::new(Settings::from_env(&Env::from_pairs(vars)).unwrap())
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(vidmp3_runtime::serve::serve_on(
-        listener,
-        notification::router(state),
-        std::future::pending(),
-    ));
+    let url = testkit::serve(notification::router(state)).await;
     let db = mongodb::Client::with_uri_str(&mongo)
         .await
         .unwrap()

@@ -12,7 +12,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 /// An RSA private key made for these tests only (PKCS#8 PEM). Nothing trusts it.
-pub const TEST_RSA_PRIVATE_KEY_PEM: &str = concat!("-----BEGIN PRIVATE KEY-----\n",
+pub const TEST_RSA_PRIVATE_KEY_PEM: &str = concat!(
+    "-----BEGIN PRIVATE KEY-----\n",
     "MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQCpVnjsUatoBsIy\n",
     "YY+oQdeIYkwzA40fMWnLbd8VP7lEd3UDQ1a2+DETneIuTmumjYIHPi2x0JS2Pszq\n",
     "9+9HkYlwhqIkaQYciPQsH6HOGiOwOfi4HsbMppm/CQSyBVeK2uOBMeIbQgZQdwnN\n",
@@ -39,10 +40,12 @@ pub const TEST_RSA_PRIVATE_KEY_PEM: &str = concat!("-----BEGIN PRIVATE KEY-----\
     "nHYNaJdEQkZED8zSihg8i0vZddKJA0jXzMN1hJVy1aHQhJaTjeVICzkhbKVyw4B6\n",
     "72ZQtWjXt/bI3tsoo82tsyL97z/cgT2rxlBI7RsKtJCumcMRtZiXBVUeXa4ky/Cv\n",
     "tLra8Qmpkg33vdtwpbIPp5tT\n",
-    "-----END PRIVATE KEY-----\n");
+    "-----END PRIVATE KEY-----\n"
+);
 /// The public half of [`TEST_RSA_PRIVATE_KEY_PEM`] (SPKI PEM): what an attacker would know of an RS256
 /// issuer, and the bytes an algorithm-confusion attack uses as an HMAC secret.
-pub const TEST_RSA_PUBLIC_KEY_PEM: &str = concat!("-----BEGIN PUBLIC KEY-----\n",
+pub const TEST_RSA_PUBLIC_KEY_PEM: &str = concat!(
+    "-----BEGIN PUBLIC KEY-----\n",
     "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAqVZ47FGraAbCMmGPqEHX\n",
     "iGJMMwONHzFpy23fFT+5RHd1A0NWtvgxE53iLk5rpo2CBz4tsdCUtj7M6vfvR5GJ\n",
     "cIaiJGkGHIj0LB+hzhojsDn4uB7GzKaZvwkEsgVXitrjgTHiG0IGUHcJzSp0ojGm\n",
@@ -50,7 +53,8 @@ pub const TEST_RSA_PUBLIC_KEY_PEM: &str = concat!("-----BEGIN PUBLIC KEY-----\n"
     "aCNDLLHYusl9z6kCau3IaWvmnqa51MliFDLVhR4Wdu7JxPrdqaaPFCKMtjVCFD9a\n",
     "DhUCa9eFD1mAMMboZpWcCUV3K+5NacByAQds5bh5EhmoKuUQCTn/YjXkrTSD/YZo\n",
     "kwIDAQAB\n",
-    "-----END PUBLIC KEY-----\n");
+    "-----END PUBLIC KEY-----\n"
+);
 
 /// Every claim a vidmp3 token must carry (see `vidmp3_runtime::jwt::Claims`).
 pub const REQUIRED_CLAIMS: [&str; 7] = ["sub", "email", "admin", "iat", "exp", "iss", "aud"];
@@ -92,7 +96,11 @@ impl Forger {
 
     /// A good HS256 token for user `sub` (the positive control: every route accepts it).
     pub fn valid(&self, sub: &str, email: &str, admin: bool) -> String {
-        sign_hmac(Algorithm::HS256, &self.secret, &self.claims(sub, email, admin))
+        sign_hmac(
+            Algorithm::HS256,
+            &self.secret,
+            &self.claims(sub, email, admin),
+        )
     }
 
     /// Every token that must be refused, each standing for user `sub` (so only the forgery differs from a
@@ -109,18 +117,27 @@ impl Forger {
         };
         let hs256 = |claims: &Value| sign_hmac(Algorithm::HS256, &self.secret, claims);
         let mut list: Vec<(String, String)> = vec![
-            ("alg_none".into(), unsigned(json!({"alg": "none", "typ": "JWT"}), &good, "")),
-            ("alg_none_capitalised".into(), unsigned(json!({"alg": "None", "typ": "JWT"}), &good, "")),
             (
-                "alg_none_with_a_valid_hs256_signature".into(),
-                {
-                    let real = self.valid(sub, email, admin);
-                    let signature = real.rsplit('.').next().unwrap_or_default().to_owned();
-                    unsigned(json!({"alg": "none", "typ": "JWT"}), &good, &signature)
-                },
+                "alg_none".into(),
+                unsigned(json!({"alg": "none", "typ": "JWT"}), &good, ""),
             ),
-            ("hs384_with_the_right_secret".into(), sign_hmac(Algorithm::HS384, &self.secret, &good)),
-            ("hs512_with_the_right_secret".into(), sign_hmac(Algorithm::HS512, &self.secret, &good)),
+            (
+                "alg_none_capitalised".into(),
+                unsigned(json!({"alg": "None", "typ": "JWT"}), &good, ""),
+            ),
+            ("alg_none_with_a_valid_hs256_signature".into(), {
+                let real = self.valid(sub, email, admin);
+                let signature = real.rsplit('.').next().unwrap_or_default().to_owned();
+                unsigned(json!({"alg": "none", "typ": "JWT"}), &good, &signature)
+            }),
+            (
+                "hs384_with_the_right_secret".into(),
+                sign_hmac(Algorithm::HS384, &self.secret, &good),
+            ),
+            (
+                "hs512_with_the_right_secret".into(),
+                sign_hmac(Algorithm::HS512, &self.secret, &good),
+            ),
             ("rs256_signed_with_an_rsa_key".into(), sign_rs256(&good)),
             (
                 "hs256_with_the_rsa_public_key_as_secret".into(),
@@ -128,22 +145,57 @@ impl Forger {
             ),
             (
                 "rs256_header_hmac_signed_with_the_public_key".into(),
-                hmac_with_header(json!({"alg": "RS256", "typ": "JWT"}), TEST_RSA_PUBLIC_KEY_PEM.as_bytes(), &good),
+                hmac_with_header(
+                    json!({"alg": "RS256", "typ": "JWT"}),
+                    TEST_RSA_PUBLIC_KEY_PEM.as_bytes(),
+                    &good,
+                ),
             ),
             (
                 "wrong_key".into(),
-                sign_hmac(Algorithm::HS256, b"not-the-secret-not-the-secret-not-the-secret", &good),
+                sign_hmac(
+                    Algorithm::HS256,
+                    b"not-the-secret-not-the-secret-not-the-secret",
+                    &good,
+                ),
             ),
-            ("expired".into(), hs256(&with(&[("iat", json!(now - 7200)), ("exp", json!(now - 3600))]))),
-            ("iat_far_in_the_future".into(), hs256(&with(&[("iat", json!(now + 3600)), ("exp", json!(now + 7200))]))),
-            ("nbf_far_in_the_future".into(), hs256(&with(&[("nbf", json!(now + 3600))]))),
-            ("wrong_issuer".into(), hs256(&with(&[("iss", json!("someone-else"))]))),
-            ("wrong_audience".into(), hs256(&with(&[("aud", json!("another-app"))]))),
-            ("exp_as_a_string".into(), hs256(&with(&[("exp", json!((now + 3600).to_string()))]))),
+            (
+                "expired".into(),
+                hs256(&with(&[
+                    ("iat", json!(now - 7200)),
+                    ("exp", json!(now - 3600)),
+                ])),
+            ),
+            (
+                "iat_far_in_the_future".into(),
+                hs256(&with(&[
+                    ("iat", json!(now + 3600)),
+                    ("exp", json!(now + 7200)),
+                ])),
+            ),
+            (
+                "nbf_far_in_the_future".into(),
+                hs256(&with(&[("nbf", json!(now + 3600))])),
+            ),
+            (
+                "wrong_issuer".into(),
+                hs256(&with(&[("iss", json!("someone-else"))])),
+            ),
+            (
+                "wrong_audience".into(),
+                hs256(&with(&[("aud", json!("another-app"))])),
+            ),
+            (
+                "exp_as_a_string".into(),
+                hs256(&with(&[("exp", json!((now + 3600).to_string()))])),
+            ),
             ("tampered_payload".into(), {
                 let real = self.valid(sub, email, admin);
                 let parts: Vec<&str> = real.split('.').collect();
-                let forged = B64.encode(with(&[("admin", json!(!admin)), ("sub", json!(format!("{sub}0")))]).to_string());
+                let forged = B64.encode(
+                    with(&[("admin", json!(!admin)), ("sub", json!(format!("{sub}0")))])
+                        .to_string(),
+                );
                 format!("{}.{forged}.{}", parts[0], parts[2])
             }),
             ("signature_stripped".into(), {
@@ -161,12 +213,21 @@ impl Forger {
         }
         let mut attacks: Vec<Attack> = list
             .into_iter()
-            .map(|(name, token)| Attack { name, authorization: Some(format!("Bearer {token}")) })
+            .map(|(name, token)| Attack {
+                name,
+                authorization: Some(format!("Bearer {token}")),
+            })
             .collect();
-        attacks.push(Attack { name: "no_authorization_header".into(), authorization: None });
+        attacks.push(Attack {
+            name: "no_authorization_header".into(),
+            authorization: None,
+        });
         attacks.push(Attack {
             name: "basic_scheme".into(),
-            authorization: Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{email}:password")))),
+            authorization: Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{email}:password"))
+            )),
         });
         attacks.push(Attack {
             name: "valid_token_without_the_bearer_scheme".into(),
@@ -196,20 +257,30 @@ pub fn sign_hmac(alg: Algorithm, key: &[u8], claims: &Value) -> String {
 /// # Panics
 /// Never: the key is a constant.
 pub fn sign_rs256(claims: &Value) -> String {
-    let key = EncodingKey::from_rsa_pem(TEST_RSA_PRIVATE_KEY_PEM.as_bytes()).expect("the test RSA key");
+    let key =
+        EncodingKey::from_rsa_pem(TEST_RSA_PRIVATE_KEY_PEM.as_bytes()).expect("the test RSA key");
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("RS256 signing")
 }
 
 /// `header.payload.signature` with the given raw `signature` (empty for `alg: none`).
 fn unsigned(header: Value, claims: &Value, signature: &str) -> String {
-    format!("{}.{}.{signature}", B64.encode(header.to_string()), B64.encode(claims.to_string()))
+    format!(
+        "{}.{}.{signature}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    )
 }
 
 /// A token whose header says whatever `header` says but whose signature is HMAC-SHA256 with `key`.
 fn hmac_with_header(header: Value, key: &[u8], claims: &Value) -> String {
-    let message = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+    let message = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
     let key = EncodingKey::from_secret(key).expect("an HMAC key");
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("HMAC signing");
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
+        .expect("HMAC signing");
     format!("{message}.{signature}")
 }
 
@@ -224,6 +295,9 @@ mod tests {
         let names: std::collections::HashSet<_> = attacks.iter().map(|a| a.name.clone()).collect();
         assert_eq!(names.len(), attacks.len());
         assert!(attacks.len() >= 25, "{}", attacks.len());
-        assert_eq!(forger.valid("1", "a@example.com", false).split('.').count(), 3);
+        assert_eq!(
+            forger.valid("1", "a@example.com", false).split('.').count(),
+            3
+        );
     }
 }

@@ -960,3 +960,18 @@ pub fn decoded_audio_seconds(path: &Path) -> Option<f64> {
         .success()
         .then(|| out.stdout.len() as f64 / 2.0 / 8000.0)
 }
+
+/// Serves `router` on a fresh 127.0.0.1 port (the function's own `serve_on`, so header timeouts and
+/// graceful shutdown are the real ones) for the rest of the test; its base URL, `http://127.0.0.1:PORT`.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("a bound address"));
+    tokio::spawn(vidmp3_runtime::serve::serve_on(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    url
+}
