@@ -51,8 +51,7 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates \
-      libavcodec59 libavformat59 libavutil57 libswresample4 \
-      libavfilter8 libavdevice59 libswscale6 libmp3lame0 \
+      libavcodec59 libavformat59 libavutil57 libswresample4 libmp3lame0 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 65532 vidmp3 \
  && useradd --system --uid 65532 --gid 65532 --no-create-home \
