@@ -599,6 +599,8 @@ def machine():
 def report():
     """Markdown tables of the latest target/bench/*.json, for the README's Performance section."""
     load = lambda n: json.loads((OUT / f"{n}.json").read_text()) if (OUT / f"{n}.json").exists() else None
+    if not (OUT / "summary.json").exists():
+        sys.exit("no results yet: run scripts/bench first")
     m = json.loads((OUT / "summary.json").read_text())["machine"]
     print(f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['os']}, kernel {m['kernel']}; "
           f"load average {m['loadavg_at_start'][0]:.1f} at the start; commit {m['commit']}.\n")
