@@ -42,6 +42,9 @@ pub struct Settings {
     pub jwt: JwtSettings,
     /// `LOGIN_MAX_FAILURES` (default 5).
     pub login_max_failures: u32,
+    /// `LOGIN_MAX_CLIENT_FAILURES` (default 10 × `LOGIN_MAX_FAILURES`): failed logins from one client
+    /// address, over all accounts, before that client gets 429.
+    pub login_max_client_failures: u32,
     /// `LOGIN_WINDOW_SECONDS` (default 300).
     pub login_window: Duration,
     /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5).
@@ -62,8 +65,19 @@ impl Settings {
         if login_max_failures == 0 {
             return Err(ConfigError::new("LOGIN_MAX_FAILURES", "must be at least 1"));
         }
+        let login_max_client_failures = env.or(
+            "LOGIN_MAX_CLIENT_FAILURES",
+            login_max_failures.saturating_mul(10),
+        )?;
+        if login_max_client_failures < login_max_failures {
+            return Err(ConfigError::new(
+                "LOGIN_MAX_CLIENT_FAILURES",
+                format!("must be at least LOGIN_MAX_FAILURES ({login_max_failures})"),
+            ));
+        }
         Ok(Self {
             database_url,
+            login_max_client_failures,
             jwt: JwtSettings::from_env(env)?,
             login_max_failures,
             login_window: env.seconds("LOGIN_WINDOW_SECONDS", 300)?,
@@ -75,9 +89,13 @@ impl Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("database_url", &vidmp3_runtime::config::redact_url(&self.database_url))
+            .field(
+                "database_url",
+                &vidmp3_runtime::config::redact_url(&self.database_url),
+            )
             .field("jwt", &self.jwt)
             .field("login_max_failures", &self.login_max_failures)
+            .field("login_max_client_failures", &self.login_max_client_failures)
             .field("login_window", &self.login_window)
             .field("db_connect_timeout", &self.db_connect_timeout)
             .finish()
@@ -118,6 +136,7 @@ impl AppState {
             keys: JwtKeys::new(settings.jwt.clone())?,
             limiter: Arc::new(LoginLimiter::new(
                 settings.login_max_failures,
+                settings.login_max_client_failures,
                 settings.login_window,
             )),
         })

@@ -181,6 +181,32 @@ async fn malformed_basic_credentials_are_401_not_500() {
     assert_eq!(r.status(), 401);
 }
 
+/// Regression: five typos from one address (everyone is 127.0.0.1 on a dev machine, or one office NAT)
+/// used to lock every account out for that address.
+#[tokio::test]
+async fn an_accounts_lockout_does_not_lock_other_accounts_out_for_the_same_client() {
+    let app = spawn_app(&[]).await;
+    app.add_user("typo@example.com", "the right one", false)
+        .await;
+    app.add_user("other@example.com", "other password", false)
+        .await;
+    for _ in 0..5 {
+        assert_eq!(app.login("typo@example.com", "guess").await.status(), 401);
+    }
+    assert_eq!(
+        app.login("typo@example.com", "the right one")
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        app.login("other@example.com", "other password")
+            .await
+            .status(),
+        200
+    );
+}
+
 #[tokio::test]
 async fn repeated_failures_are_rate_limited_until_the_window_ends() {
     let app = spawn_app(&[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECONDS", "2")]).await;

@@ -362,7 +362,14 @@ async fn login_brute_force_through_the_gateway_is_429_whatever_the_client_claims
 
 #[tokio::test]
 async fn without_x_forwarded_for_auth_still_tells_the_gateways_clients_apart() {
-    let (auth, auth_state) = spawn_auth(&[("LOGIN_MAX_FAILURES", "3")], true).await;
+    let (auth, auth_state) = spawn_auth(
+        &[
+            ("LOGIN_MAX_FAILURES", "3"),
+            ("LOGIN_MAX_CLIENT_FAILURES", "3"),
+        ],
+        true,
+    )
+    .await;
     for email in [
         "victim@example.com",
         "bystander@example.com",
