@@ -549,6 +549,19 @@ async fn every_error_shows_a_clear_message() {
     );
     browser.screenshot("13-failed").await;
 
+    // A link to a job that is not (or no longer) in the list says so.
+    page.goto(&format!(
+        "{}/#job=01a229e0-0000-7000-8000-000000000000",
+        stack.gateway
+    ))
+    .await
+    .unwrap();
+    browser
+        .wait_shown("link-notice", "the missing-job notice")
+        .await;
+    assert!(browser.text_of("#link-notice").await.contains("deleted"));
+    browser.screenshot("14-missing-job-link").await;
+
     // Session expired (here: a token the gateway no longer accepts) → back to login, with the reason.
     let token = stack.token();
     let tampered = format!("{}x", &token[..token.len() - 1]);
@@ -568,5 +581,5 @@ async fn every_error_shows_a_clear_message() {
             .await
             .contains("session has expired")
     );
-    browser.screenshot("14-session-expired").await;
+    browser.screenshot("15-session-expired").await;
 }

@@ -26,7 +26,7 @@ use crate::{AppState, mongo_problem};
 /// Read buffer for GridFS downloads: one GridFS chunk (255 KiB); the 4 KiB default was 7× slower.
 const READ_BUFFER: usize = 255 * 1024;
 
-/// `GET /jobs/{id}/mp3`.
+/// Downloads a job's MP3 (`GET /jobs/{id}/mp3`), owner only; Range and ETag (RFC 9110 §14, §8.8.3).
 #[utoipa::path(get, path = "/jobs/{id}/mp3", tag = "downloads", description = "Streams the job's MP3 to its owner.",
     params(("id" = String, Path, description = "job id (UUID)")),
     responses((status = 200, description = "the MP3 (Content-Disposition attachment, ETag, Accept-Ranges)", content_type = "audio/mpeg", body = Vec<u8>),
@@ -54,7 +54,7 @@ pub struct DownloadQuery {
     pub fid: String,
 }
 
-/// `GET /download?fid=<mp3 id>` (the tutorial's route).
+/// Downloads an MP3 by its file id (`GET /download?fid=`, the id is the job's `mp3.file_id`), owner only.
 #[utoipa::path(get, path = "/download", tag = "downloads", description = "Streams an MP3 by its GridFS id (the tutorial's route).",
     params(crate::download::DownloadQuery),
     responses((status = 200, description = "the MP3 (Content-Disposition attachment, ETag, Accept-Ranges)", content_type = "audio/mpeg", body = Vec<u8>),

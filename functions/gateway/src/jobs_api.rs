@@ -56,6 +56,8 @@ pub struct JobError {
 pub struct Mp3View {
     /// `GET` this to download.
     pub url: String,
+    /// The MP3's GridFS file id (hex ObjectId), for `GET /download?fid=`.
+    pub file_id: String,
     /// Length in seconds.
     pub duration_s: f64,
     /// Bytes.
@@ -69,6 +71,7 @@ impl JobView {
     pub fn new(job: &Job, base_url: &str) -> Self {
         let mp3 = (job.state == JobState::Converted).then(|| Mp3View {
             url: format!("{base_url}/jobs/{}/mp3", job.id),
+            file_id: job.mp3_id.map(|id| id.to_hex()).unwrap_or_default(),
             duration_s: job.duration_s.unwrap_or_default(),
             size_bytes: job.mp3_size_bytes.unwrap_or_default(),
             bitrate_kbps: job.bitrate_kbps.unwrap_or_default(),
@@ -136,7 +139,7 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
-/// `GET /jobs`.
+/// Lists the caller's jobs, newest first (`GET /jobs`), paged with `before`.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", description = "The caller's jobs, newest first, paged with `before`.",
     params(crate::jobs_api::ListQuery),
     responses((status = 200, body = crate::jobs_api::JobPage), (status = 400, description = "limit out of 1..=100 or a malformed cursor", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),
@@ -181,7 +184,7 @@ pub async fn list(
     }))
 }
 
-/// `GET /jobs/{id}`.
+/// One job of the caller's (`GET /jobs/{id}`): state, progress, error, the MP3 once converted.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", description = "One job: state, progress, error, the MP3 link once converted.",
     params(("id" = String, Path, description = "job id (UUID)")),
     responses((status = 200, body = crate::jobs_api::JobView), (status = 400, description = "malformed id", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 404, description = "no such job (or not yours)", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),
@@ -196,7 +199,7 @@ pub async fn get(
     Ok(Json(JobView::new(&job, &state.settings.public_base_url)))
 }
 
-/// `DELETE /jobs/{id}`: removes the video, the MP3 and the job; 204.
+/// Deletes one of the caller's jobs with its video and MP3 (`DELETE /jobs/{id}`); 204.
 #[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", description = "Deletes the job, its video and its MP3.",
     params(("id" = String, Path, description = "job id (UUID)")),
     responses((status = 204, description = "deleted"), (status = 400, description = "malformed id", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 404, description = "no such job (or not yours)", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 401, description = "missing, malformed, expired or foreign token", body = vidmp3_runtime::Problem, content_type = "application/problem+json"), (status = 503, description = "MongoDB did not answer in time", body = vidmp3_runtime::Problem, content_type = "application/problem+json")),

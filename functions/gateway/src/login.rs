@@ -93,7 +93,10 @@ mod tests {
             Some("203.0.113.1, 192.0.2.7")
         );
         assert_eq!(forwarded_for(Some(" "), peer).as_deref(), Some("192.0.2.7"));
-        assert_eq!(forwarded_for(Some("203.0.113.1"), None).as_deref(), Some("203.0.113.1"));
+        assert_eq!(
+            forwarded_for(Some("203.0.113.1"), None).as_deref(),
+            Some("203.0.113.1")
+        );
         assert_eq!(forwarded_for(None, None), None);
     }
 }

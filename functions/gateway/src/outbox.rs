@@ -70,7 +70,7 @@ pub struct RedeliverReport {
     pub failed: u32,
 }
 
-/// Claims and re-sends pending events, up to [`REDELIVER_BATCH`]; stops at the first refusal (the sink is
+/// Re-sends the pending `video.uploaded` events, up to 100 a call (`REDELIVER_BATCH`); stops at the first refusal (the sink is
 /// down: hammering it helps nobody).
 #[utoipa::path(post, path = "/internal/redeliver", tag = "internal", description = "Re-sends pending video.uploaded events (called by a PingSource / the dev stack's timer).",
     responses((status = 200, body = crate::outbox::RedeliverReport)))]

@@ -63,7 +63,7 @@ fn outcome(o: &'static str) {
     metrics::counter!("gateway_uploads_total", "outcome" => o).increment(1);
 }
 
-/// The handler.
+/// Uploads a video (`POST /upload`), streamed into GridFS, and queues its conversion.
 #[utoipa::path(post, path = "/upload", tag = "jobs",
     description = "Streams a video into GridFS and starts a conversion job. multipart/form-data with one part `file` (optional parts bitrate_kbps / vbr_quality before it), or a raw video/*, audio/* or application/octet-stream body with ?filename=.",
     params(crate::upload::UploadQuery),
@@ -89,7 +89,12 @@ pub async fn upload(
     let limit = state.settings.upload_timeout;
     let result = tokio::time::timeout(limit, upload_inner(&state, &claims, query, request))
         .await
-        .unwrap_or_else(|_| Err(timed_out(&format!("the upload took longer than {} s", limit.as_secs()))));
+        .unwrap_or_else(|_| {
+            Err(timed_out(&format!(
+                "the upload took longer than {} s",
+                limit.as_secs()
+            )))
+        });
     match &result {
         Ok(_) => outcome("accepted"),
         Err(p) => outcome(match p.status {

@@ -34,6 +34,7 @@
     jobs: $("jobs"),
     jobsEmpty: $("jobs-empty"),
     jobsUpdated: $("jobs-updated"),
+    linkNotice: $("link-notice"),
     announcer: $("announcer"),
     template: $("job-template"),
   };
@@ -198,6 +199,7 @@
     jobElements.clear();
     lastStates.clear();
     el.jobs.replaceChildren();
+    show(el.linkNotice, "");
     el.account.hidden = true;
     el.appView.hidden = true;
     el.loginView.hidden = false;
@@ -487,12 +489,22 @@
       }
     }
     el.jobsEmpty.hidden = jobs.length > 0;
-    if (focusJobId && jobElements.has(focusJobId)) {
+    if (focusJobId) {
+      // The job a link (the email's) points at: highlighted and focused, or said to be missing.
+      for (const other of jobElements.values()) other.classList.remove("highlight");
       const li = jobElements.get(focusJobId);
-      li.classList.add("highlight");
-      li.scrollIntoView({ block: "center" });
-      const target = li.querySelector(".download:not([hidden])") || li.querySelector(".delete");
-      target.focus();
+      if (li) {
+        li.classList.add("highlight");
+        li.scrollIntoView({ block: "center" });
+        const target = li.querySelector(".download:not([hidden])") || li.querySelector(".delete");
+        target.focus();
+        show(el.linkNotice, "");
+      } else {
+        show(
+          el.linkNotice,
+          "The file from your link is not among your 100 most recent: it may have been deleted, or belong to another account.",
+        );
+      }
       focusJobId = null;
     }
   }
@@ -604,6 +616,7 @@
 
   window.addEventListener("hashchange", () => {
     focusJobId = new URLSearchParams(location.hash.slice(1)).get("job");
+    show(el.linkNotice, "");
     if (token) poll(0);
   });
 

@@ -21,16 +21,29 @@ use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Starts the global tracing subscriber: JSON lines by default, `LOG_FORMAT=text` for humans; the filter
-/// comes from `RUST_LOG` (default `info`). Calling it twice is harmless.
+/// Starts the global tracing subscriber: JSON lines by default (`LOG_FORMAT=json`), `LOG_FORMAT=text` for
+/// humans (coloured only when stdout is a terminal); the filter comes from `RUST_LOG` (default `info`).
+/// Any other `LOG_FORMAT` stops the process like every malformed setting ([`crate::config::or_exit`]).
+/// Calling it twice is harmless.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    let text = crate::config::or_exit(match std::env::var("LOG_FORMAT").as_deref() {
+        Err(_) | Ok("json") => Ok(false),
+        Ok("text") => Ok(true),
+        Ok(other) => Err(crate::config::ConfigError::new(
+            "LOG_FORMAT",
+            format!("must be json or text, got {other:?}"),
+        )),
+    });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
-    let result = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "text") {
-        builder.try_init()
+    let result = if text {
+        builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init()
     } else {
         builder
             .json()
