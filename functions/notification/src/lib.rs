@@ -365,11 +365,20 @@ mod debug_tests {
     #[test]
     fn settings_debug_output_hides_the_smtp_and_mongodb_passwords() {
         let env = Env::from_pairs([
-            ("MONGODB_URI", "mongodb://app:mongo-pw-41x@127.0.0.1:27017/?directConnection=true"),
+            (
+                "MONGODB_URI",
+                "mongodb://app:mongo-pw-41x@127.0.0.1:27017/?directConnection=true",
+            ),
             ("SMTP_URL", "smtp://mailer:smtp-pw-77q@127.0.0.1:2525"),
         ]);
         let debug = format!("{:?}", Settings::from_env(&env).unwrap());
-        assert!(!debug.contains("smtp-pw-77q") && !debug.contains("mongo-pw-41x"), "{debug}");
-        assert!(debug.contains("smtp://mailer:***@127.0.0.1:2525"), "{debug}");
+        assert!(
+            !debug.contains("smtp-pw-77q") && !debug.contains("mongo-pw-41x"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("smtp://mailer:***@127.0.0.1:2525"),
+            "{debug}"
+        );
     }
 }

@@ -207,7 +207,10 @@ mod tests {
 
     #[test]
     fn urls_lose_their_password_in_debug_output() {
-        assert_eq!(redact_url("mysql://app:s3cret@db:3306/x"), "mysql://app:***@db:3306/x");
+        assert_eq!(
+            redact_url("mysql://app:s3cret@db:3306/x"),
+            "mysql://app:***@db:3306/x"
+        );
         assert_eq!(
             redact_url("mongodb://u:p%40ss@h1:1,h2:2/?authSource=admin&x=a@b"),
             "mongodb://u:***@h1:1,h2:2/?authSource=admin&x=a@b"
@@ -220,7 +223,10 @@ mod tests {
             database: "vidmp3".into(),
         };
         let debug = format!("{settings:?}");
-        assert!(!debug.contains("hunter2-pw") && debug.contains("root:***@db"), "{debug}");
+        assert!(
+            !debug.contains("hunter2-pw") && debug.contains("root:***@db"),
+            "{debug}"
+        );
     }
 
     #[test]

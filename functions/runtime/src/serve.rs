@@ -129,10 +129,12 @@ pub async fn serve_on_with(
             () = &mut shutdown => break,
         };
         drop(stream.set_nodelay(true));
-        let service = router.clone().map_request(move |mut req: http::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            req
-        });
+        let service = router
+            .clone()
+            .map_request(move |mut req: http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            });
         let mut stop_rx = stop_rx.clone();
         let done_rx = done_rx.clone();
         tokio::spawn(async move {
