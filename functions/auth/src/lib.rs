@@ -113,12 +113,6 @@ pub struct AppState {
     pub limiter: Arc<LoginLimiter>,
 }
 
-impl FromRef<AppState> for JwtKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.clone()
-    }
-}
-
 impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
         TokenVerifier::Local(state.keys.clone())

@@ -115,20 +115,12 @@ pub struct AppState {
     pub videos: GridFsBucket,
     /// GridFS bucket `mp3s`.
     pub mp3s: GridFsBucket,
-    /// Token verification keys.
-    pub keys: JwtKeys,
-    /// What the `Authenticated` extractor uses: [`AppState::keys`], or auth's `/validate`.
+    /// What the `Authenticated` extractor uses: the shared key in process, or auth's `/validate`.
     pub verifier: TokenVerifier,
     /// Client for auth and the sink.
     pub http: reqwest::Client,
     /// The settings.
     pub settings: Arc<Settings>,
-}
-
-impl FromRef<AppState> for JwtKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.clone()
-    }
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -144,13 +136,14 @@ impl AppState {
     /// A malformed `MONGODB_URI` or an unusable secret.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let db = db::mongo_database(&settings.mongo, settings.db_connect_timeout).await?;
+        // Checks the secret in either mode.
         let keys = JwtKeys::new(settings.jwt.clone())?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()?;
         let verifier = match settings.token_verification {
-            VerificationMode::Local => TokenVerifier::Local(keys.clone()),
+            VerificationMode::Local => TokenVerifier::Local(keys),
             VerificationMode::Auth => {
                 TokenVerifier::Remote(RemoteValidator::new(http.clone(), &settings.auth_url))
             }
@@ -158,7 +151,6 @@ impl AppState {
         Ok(Self {
             videos: jobs::bucket(&db, VIDEOS_BUCKET),
             mp3s: jobs::bucket(&db, MP3S_BUCKET),
-            keys,
             verifier,
             http,
             db,
