@@ -12,6 +12,8 @@ Kinds of mutation: a manifest alone (the kn flags no longer agree), a flag alone
 the other side), a manifest and its flag together (they agree, so only a policy check can catch it),
 and the deploy script's real path (secrets, order, cleanup, the printed URL).
 """
+import concurrent.futures
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -253,9 +255,30 @@ def _short(line, n=110):
     return line if len(line) <= n else line[:n - 3] + "..."
 
 
+_CTX = {}  # what a forked worker needs (set before the pool forks; lambdas do not pickle)
+
+
+def _mutated_run(i):
+    """Runs mutation i on a fresh copy of the base: (i, error or None, failed count, FAIL lines)."""
+    m, base, tmp = MUTATIONS[i], _CTX["base"], _CTX["tmp"]
+    work = os.path.join(tmp, f"m{i}")
+    shutil.copytree(base, work)
+    try:
+        m.apply(work)
+    except MutationError as err:
+        return i, str(err), 0, []
+    with _CTX["isolated"]() as res:
+        _CTX["suite"](work, twice=m.twice, cache=_CTX["cache"])
+        if m.realpath:
+            _CTX["real_path"](work, 0)
+    shutil.rmtree(work, ignore_errors=True)
+    return i, None, res["failed"], [ln for ln in res["output"].splitlines() if ln.startswith("FAIL")]
+
+
 def run(src, check, isolated, suite, real_path):
     """suite(root, twice, cache) runs the comparison and policy checks on root; real_path(root, only)
-    the stub scenarios (only=index: that one); isolated() gives them their own counts and output."""
+    the stub scenarios (only=index: that one); isolated() gives them their own counts and output.
+    Mutations run in forked workers, one per CPU (at most 4); results are reported in order."""
     cache = {}  # deploy --dry-run's result, per version of its inputs (most mutations leave them alone)
     with tempfile.TemporaryDirectory(prefix="check-deploy-selftest.") as tmp:
         base = os.path.join(tmp, "base")
@@ -267,20 +290,19 @@ def run(src, check, isolated, suite, real_path):
         if not check(res["failed"] == 0 and res["passed"] > 0,
                      f"self-test: the unmutated copy passes ({res['passed']} checks)", "; ".join(fails[:3])):
             return
-        for i, m in enumerate(MUTATIONS):
-            work = os.path.join(tmp, f"m{i}")
-            shutil.copytree(base, work)
-            try:
-                m.apply(work)
-            except MutationError as err:
-                check(False, f"self-test: {m.what}: the mutation applies", str(err))
+        _CTX.update(base=base, tmp=tmp, isolated=isolated, suite=suite, real_path=real_path, cache=cache)
+        workers = max(1, min(4, os.cpu_count() or 1))
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("fork")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                results = list(pool.map(_mutated_run, range(len(MUTATIONS))))
+        else:
+            results = [_mutated_run(i) for i in range(len(MUTATIONS))]
+        for i, error, _, fails in results:
+            m = MUTATIONS[i]
+            if error is not None:
+                check(False, f"self-test: {m.what}: the mutation applies", error)
                 continue
-            with isolated() as res:
-                suite(work, twice=m.twice, cache=cache)
-                if m.realpath:
-                    real_path(work, 0)
-            fails = [ln for ln in res["output"].splitlines() if ln.startswith("FAIL")]
             hit = [ln for ln in fails if m.expect in ln]
             check(bool(hit), f"self-test: {m.what} -> " + (_short(hit[0]) if hit else "not caught"),
                   f"no FAIL line contains {m.expect!r}; FAIL lines: {[_short(f) for f in fails[:3]]}")
-            shutil.rmtree(work, ignore_errors=True)
