@@ -11,14 +11,15 @@ kubectl would) and `kn service describe gateway --output url` (STUB_URL). Every 
 A stub that reads stdin records itself only after stdin is closed, that is after the left side of
 its pipeline has recorded and exited, so the call order is deterministic.
 
-For each scenario (a first deploy with --image, a redeploy changing one secret, a redeploy changing
-none) it checks: deploy exits 0 and prints `Gateway URL: STUB_URL`; the calls are exactly what
+For each scenario (a first deploy with --image and --namespace, a redeploy changing one secret, a
+redeploy changing none) it checks: deploy exits 0 and prints `Gateway URL: STUB_URL`; the calls are exactly what
 `--dry-run` prints, in the same order, once the run-time reads are left out (the Secret reads, the
 extra `kn service describe`s and the PUBLIC_BASE_URL patch, which --dry-run announces as `#` lines);
 the steps keep the order the cluster needs (ORDER below); no Secret value, nor its base64, is in any
 argv or in deploy's output; the Secret reaches kubectl through a 0700 dir of 0600 files holding
-exactly the expected values, and the dir is gone when deploy exits; piped manifests name the
---image, never the default image.
+exactly the expected values, and the dir is gone when deploy exits; the manifests piped through
+deploy's sed carry --namespace and --image, never the defaults. A piped manifest is known by the
+kinds and names of its documents.
 """
 import base64
 import os
@@ -28,6 +29,9 @@ import shutil
 import subprocess
 import tempfile
 
+import yaml
+
+DEFAULT_NAMESPACE = "vidmp3"  # what the manifests say; scripts/deploy --namespace rewrites it
 SECRET_KEYS = ("DATABASE_URL", "JWT_SECRET", "MONGODB_URI", "SMTP_URL")
 STUB_URL = "https://gateway.vidmp3.stub.example"
 PLACEHOLDER_DIR = "<private temp dir>"
@@ -109,8 +113,8 @@ def scenarios():
         "SMTP_URL": f"smtp://mailer:smtp-{_token()}@smtp.example:587",
     }
     return [
-        ("first deploy: --image, no Secret, JWT_SECRET generated",
-         ["--image", "registry.example.com/vidmp3:check-deploy"],
+        ("first deploy: --image, --namespace, no Secret, JWT_SECRET generated",
+         ["--image", "registry.example.com/vidmp3:check-deploy", "--namespace", "vidmp3-staging"],
          {"DATABASE_URL": f"mysql://app:new-{_token()}@mysql.db:3306/vidmp3",
           "MONGODB_URI": f"mongodb+srv://app:new-{_token()}@cluster0.example/vidmp3",
           "SMTP_URL": f"smtps://app:new-{_token()}@smtp.example:465"},
@@ -146,21 +150,31 @@ def _read_calls(d):
     return calls
 
 
-def _manifest_texts(root, image, default_image):
-    """{text kubectl would receive from `sed ... FILE |`: FILE} for every manifest deploy applies."""
+def _signature(text):
+    """The (kind, name) of every document in a YAML text, or None when it does not parse."""
+    try:
+        return tuple((d.get("kind"), (d.get("metadata") or {}).get("name"))
+                     for d in yaml.safe_load_all(text) if isinstance(d, dict))
+    except yaml.YAMLError:
+        return None
+
+
+def _manifest_signatures(root, ns):
+    """{(kind, name) of the documents of a manifest file deploy applies: that file}. A Namespace is
+    known by the name --namespace gives it."""
     out = {}
     for directory in ("knative", "eventing"):
         base = os.path.join(root, directory)
         for name in sorted(os.listdir(base)):
             if name.endswith(".yaml"):
-                text = open(os.path.join(base, name)).read()
-                rewritten = re.sub(r"image: " + re.escape(default_image) + "$", "image: " + image, text,
-                                   flags=re.M)
-                out[rewritten] = f"{directory}/{name}"
+                sig = _signature(open(os.path.join(base, name)).read())
+                if sig:
+                    sig = tuple((k, ns if k == "Namespace" else n) for k, n in sig)
+                    out[sig] = f"{directory}/{name}"
     return out
 
 
-def _normalise_real(calls, texts, env):
+def _normalise_real(calls, sigs, env):
     """Recorded calls -> (comparable argv tuples, calls left out as run-time reads)."""
     out, left_out, described = [], [], False
     for _, argv, stdin in calls:
@@ -182,7 +196,7 @@ def _normalise_real(calls, texts, env):
             if stdin.startswith("apiVersion: v1\nkind: Secret\n"):
                 label = "<stdin: the Secret from kubectl create secret>"
             else:
-                label = f"<stdin: {texts.get(stdin, 'a manifest no file in knative/ or eventing/ rewrites to')}>"
+                label = f"<stdin: {sigs.get(_signature(stdin), 'objects of no file in knative/ or eventing/')}>"
             argv = [label if a == "-" else a for a in argv]
         out.append(tuple(argv))
     return out, left_out
@@ -343,8 +357,9 @@ def check_real_path(root, check, default_image, only=None):
             check(last[0] == f"Gateway URL: {STUB_URL}", f"{label}: prints the gateway URL",
                   f"last stdout line: {last[0]!r}")
 
-            texts = _manifest_texts(root, (args[1] if args[:1] == ["--image"] else default_image), default_image)
-            real, left_out = _normalise_real(calls, texts, env)
+            opts = dict(zip(args[::2], args[1::2]))
+            image, ns = opts.get("--image", default_image), opts.get("--namespace", DEFAULT_NAMESPACE)
+            real, left_out = _normalise_real(calls, _manifest_signatures(root, ns), env)
             expected = _normalise_dry(dry.stdout)
             keeps = existing is not None and not any(k in env for k in SECRET_KEYS)
             if keeps:  # --dry-run cannot know the Secret exists; its `#` line says it is then kept
@@ -403,10 +418,21 @@ def check_real_path(root, check, default_image, only=None):
             check(not leaks, f"{label}: no Secret value (nor its base64) on any command line or in the output "
                              f"({len(values)} values, {len(calls)} calls)", "; ".join(sorted(set(leaks))))
 
-            if args[:1] == ["--image"]:
-                piped = [s for _, a, s in calls if s is not None and "image:" in s]
-                bad_img = [s.split("\n", 3)[:3] for s in piped
-                           if f"image: {args[1]}" not in s or re.search(r"image: " + re.escape(default_image) + "$", s, re.M)]
-                check(piped and not bad_img, f"{label}: the manifests piped to kubectl name --image {args[1]} "
-                                             f"({len(piped)} with an image)",
-                      f"{len(piped)} piped; wrong: {bad_img}")
+            if "--image" in opts or "--namespace" in opts:
+                piped = [st for _, a, st in calls if st is not None and not st.startswith("apiVersion: v1\nkind: Secret\n")]
+                wrong = []
+                for st in piped:
+                    docs = [d for d in yaml.safe_load_all(st) if isinstance(d, dict)]
+                    for doc in docs:
+                        meta = doc.get("metadata") or {}
+                        got = meta.get("name") if doc.get("kind") == "Namespace" else meta.get("namespace")
+                        if got is not None and got != ns:
+                            wrong.append(f"{doc.get('kind')}/{meta.get('name')} in namespace {got}")
+                    if re.search(r"image: " + re.escape(default_image) + "$", st, re.M) and image != default_image:
+                        wrong.append(f"{[doc.get('kind') for doc in docs]} names the default image")
+                    if ns != DEFAULT_NAMESPACE and f".{DEFAULT_NAMESPACE}.svc.cluster.local" in st:
+                        wrong.append(f"{[doc.get('kind') for doc in docs]} has a .{DEFAULT_NAMESPACE}.svc.cluster.local address")
+                with_image = sum(1 for st in piped if f"image: {image}" in st)
+                check(piped and not wrong and (image == default_image or with_image >= 1),
+                      f"{label}: the manifests piped to kubectl name --namespace {ns} and --image {image} "
+                      f"({len(piped)} piped, {with_image} with the image)", "; ".join(wrong[:4]))

@@ -15,6 +15,7 @@ and the deploy script's real path (secrets, order, cleanup, the printed URL).
 import concurrent.futures
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 
@@ -233,7 +234,10 @@ MUTATIONS = [
       edit_text("scripts/deploy", '  run kubectl wait --namespace "$NS" --for=condition=Ready broker/default',
                 '  [[ $DRY_RUN == 0 ]] || run kubectl wait --namespace "$NS" --for=condition=Ready broker/default'),
       realpath=True),
-    M("deploy: --image is not written into piped manifests", "name --image",
+    M("deploy: --namespace is not written into piped manifests", "the manifests piped to kubectl name --namespace",
+      edit_text("scripts/deploy", 'exprs+=(-e "s|namespace: ${DEFAULT_NAMESPACE}\\$|namespace: ${NS}|"',
+                'exprs+=(-e "s|namespace: ${DEFAULT_NAMESPACE}\\$|namespace: ${DEFAULT_NAMESPACE}|"'), realpath=True),
+    M("deploy: --image is not written into piped manifests", "the manifests piped to kubectl name --namespace",
       edit_text("scripts/deploy", 'exprs+=(-e "s|image: ${DEFAULT_IMAGE}\\$|image: ${IMAGE}|")',
                 'exprs+=(-e "s|image: ${DEFAULT_IMAGE}\\$|image: ${DEFAULT_IMAGE}|")'), realpath=True),
     M("deploy: the gateway URL is not printed", "prints the gateway URL",
@@ -256,8 +260,9 @@ def make_copy(src, dst):
     shutil.copy2(os.path.join(src, "Dockerfile"), os.path.join(dst, "Dockerfile"))
 
 
-def _short(line, n=110):
+def _short(line, n=140):
     line = line[len("FAIL "):] if line.startswith("FAIL ") else line
+    line = re.sub(r"^deploy via stubs \[[^\]]*\]", "deploy via stubs", line)
     return line if len(line) <= n else line[:n - 3] + "..."
 
 
