@@ -31,6 +31,8 @@ import tempfile
 
 import yaml
 
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it
+
 DEFAULT_NAMESPACE = "vidmp3"  # what the manifests say; scripts/deploy --namespace rewrites it
 SECRET_KEYS = ("DATABASE_URL", "JWT_SECRET", "MONGODB_URI", "SMTP_URL")
 STUB_URL = "https://gateway.vidmp3.stub.example"
@@ -154,7 +156,7 @@ def _signature(text):
     """The (kind, name) of every document in a YAML text, or None when it does not parse."""
     try:
         return tuple((d.get("kind"), (d.get("metadata") or {}).get("name"))
-                     for d in yaml.safe_load_all(text) if isinstance(d, dict))
+                     for d in yaml.load_all(text, Loader=LOADER) if isinstance(d, dict))
     except yaml.YAMLError:
         return None
 
@@ -422,7 +424,7 @@ def check_real_path(root, check, default_image, only=None):
                 piped = [st for _, a, st in calls if st is not None and not st.startswith("apiVersion: v1\nkind: Secret\n")]
                 wrong = []
                 for st in piped:
-                    docs = [d for d in yaml.safe_load_all(st) if isinstance(d, dict)]
+                    docs = [d for d in yaml.load_all(st, Loader=LOADER) if isinstance(d, dict)]
                     for doc in docs:
                         meta = doc.get("metadata") or {}
                         got = meta.get("name") if doc.get("kind") == "Namespace" else meta.get("namespace")

@@ -44,7 +44,7 @@ def edit_text(rel, old, new, count=1):
 def edit_yaml(rel, kind, name, change):
     """A mutation calling change(doc) on the document kind/name of file rel (rewritten as YAML)."""
     def apply(root):
-        docs = list(yaml.safe_load_all(open(_path(root, rel))))
+        docs = list(yaml.load_all(open(_path(root, rel)), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
         hits = [d for d in docs if isinstance(d, dict) and d.get("kind") == kind
                 and (d.get("metadata") or {}).get("name") == name]
         if len(hits) != 1:
@@ -54,7 +54,8 @@ def edit_yaml(rel, kind, name, change):
         except (KeyError, IndexError, TypeError) as err:
             raise MutationError(f"{rel} {kind}/{name}: {err!r}") from err
         with open(_path(root, rel), "w") as fh:
-            yaml.safe_dump_all([d for d in docs if d is not None], fh, sort_keys=False)
+            yaml.dump_all([d for d in docs if d is not None], fh, sort_keys=False,
+                          Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
     return apply
 
 
