@@ -160,6 +160,48 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A required MySQL URL in `var` (`mysql://user:password@host:3306/database`, or `mariadb://`), checked with
+/// sqlx's own parser so that a malformed one (a port that is not a number, an unknown `ssl-mode`) stops the
+/// process at start instead of failing the first query.
+///
+/// # Errors
+/// [`ConfigError`] naming `var` when it is unset, has another scheme, or does not parse; the reason never
+/// repeats the URL's password.
+pub fn mysql_url(env: &Env, var: &str) -> Result<String, ConfigError> {
+    let url: String = env.required(var)?;
+    if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
+        return Err(ConfigError::new(var, "must be a mysql:// URL"));
+    }
+    if let Err(e) = url.parse::<sqlx::mysql::MySqlConnectOptions>() {
+        return Err(ConfigError::new(
+            var,
+            format!(
+                "not a valid MySQL URL: {}",
+                error_without_secret(&e.to_string(), &url)
+            ),
+        ));
+    }
+    Ok(url)
+}
+
+/// `message` with the password of `url` (if any, and if the message quotes it) replaced by `***`: parser
+/// errors may quote the input, and a config error line goes to the log.
+fn error_without_secret(message: &str, url: &str) -> String {
+    let redacted = redact_url(url);
+    let message = message.replace(url, &redacted);
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(p) => message.replace(p, "***"),
+        None => message,
+    }
+}
+
 /// Unwraps a configuration result, or prints `config error: VAR: reason` on stderr and exits with status 2.
 pub fn or_exit<T>(result: Result<T, ConfigError>) -> T {
     match result {
@@ -185,13 +227,25 @@ impl MongoSettings {
     /// Reads `MONGODB_URI` (required) and `MONGODB_DATABASE`.
     ///
     /// # Errors
-    /// [`ConfigError`] when `MONGODB_URI` is missing or does not start with `mongodb://` / `mongodb+srv://`.
+    /// [`ConfigError`] when `MONGODB_URI` is missing, does not start with `mongodb://` / `mongodb+srv://`, or
+    /// is not a connection string the driver accepts (a port that is not a number, an unknown option value):
+    /// checked here, with the driver's own parser, so it stops the process at start instead of failing the
+    /// first request. The parse makes no network call (`mongodb+srv://` names are resolved on connect).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let uri: String = env.required("MONGODB_URI")?;
         if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
             return Err(ConfigError::new(
                 "MONGODB_URI",
                 "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        if let Err(e) = mongodb::options::ConnectionString::parse(&uri) {
+            return Err(ConfigError::new(
+                "MONGODB_URI",
+                format!(
+                    "not a valid MongoDB connection string: {}",
+                    error_without_secret(&e.to_string(), &uri)
+                ),
             ));
         }
         Ok(Self {
@@ -253,6 +307,53 @@ mod tests {
         let env = Env::from_pairs([("PORT", "9000")]);
         assert_eq!(env.or::<u16>("PORT", 8080).unwrap(), 9000);
         assert_eq!(env.or::<u16>("OTHER", 8080).unwrap(), 8080);
+    }
+
+    #[test]
+    fn a_malformed_mysql_url_names_the_variable_and_hides_the_password() {
+        for (url, reason) in [
+            ("mysql://u:s3cret-pw@h:abc/db", "not a valid MySQL URL"),
+            (
+                "mysql://u:s3cret-pw@h:3306/db?ssl-mode=sometimes",
+                "not a valid MySQL URL",
+            ),
+            ("postgres://u:s3cret-pw@h/db", "must be a mysql:// URL"),
+        ] {
+            let env = Env::from_pairs([("DATABASE_URL", url)]);
+            let err = mysql_url(&env, "DATABASE_URL").unwrap_err();
+            assert_eq!(err.var, "DATABASE_URL", "{url}");
+            assert!(err.reason.contains(reason), "{url}: {err}");
+            assert!(!err.reason.contains("s3cret-pw"), "{url}: {err}");
+        }
+        let env = Env::from_pairs([("DATABASE_URL", "mysql://u:p@127.0.0.1:3306/db")]);
+        assert_eq!(
+            mysql_url(&env, "DATABASE_URL").unwrap(),
+            "mysql://u:p@127.0.0.1:3306/db"
+        );
+    }
+
+    #[test]
+    fn a_malformed_mongo_uri_names_the_variable_and_hides_the_password() {
+        for uri in [
+            "mongodb://u:s3cret-pw@h:abc/?directConnection=true",
+            "mongodb://u:s3cret-pw@h:27017/?directConnection=maybe",
+            "mongodb://u:s3cret-pw@h:99999/",
+        ] {
+            let env = Env::from_pairs([("MONGODB_URI", uri)]);
+            let err = MongoSettings::from_env(&env).unwrap_err();
+            assert_eq!(err.var, "MONGODB_URI", "{uri}");
+            assert!(
+                err.reason
+                    .starts_with("not a valid MongoDB connection string"),
+                "{uri}: {err}"
+            );
+            assert!(!err.reason.contains("s3cret-pw"), "{uri}: {err}");
+        }
+        let env = Env::from_pairs([(
+            "MONGODB_URI",
+            "mongodb://127.0.0.1:27018/?directConnection=true",
+        )]);
+        assert!(MongoSettings::from_env(&env).is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`telemetry`]: JSON logs, request ids, Prometheus metrics, `/healthz`, `/readyz`, `/metrics`.
 //! - [`problem`]: `application/problem+json` errors (RFC 9457) with stable codes.
 //! - [`db`]: the MySQL pool and the MongoDB client, both connected lazily with bounded timeouts.
+//! - [`forwarded`]: the client's address behind trusted proxies (`X-Forwarded-For`, `TRUSTED_PROXY_HOPS`).
 //! - [`jwt`]: issuing and verifying the HS256 JWTs shared by auth and gateway.
 //! - [`events`]: typed CloudEvents of the event contract (`eventing/schemas/`).
 //! - [`jobs`]: the `jobs` collection and GridFS bucket names shared by gateway, converter, notification.
@@ -12,6 +13,7 @@
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod forwarded;
 pub mod jobs;
 pub mod jwt;
 pub mod problem;

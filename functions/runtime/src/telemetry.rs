@@ -4,12 +4,14 @@
 //! in the response, and recorded on the request's span), a trace span per request, Prometheus metrics
 //! (`http_requests_total{method,route,status}` and `http_request_duration_seconds`), and the routes
 //! `GET /healthz` (alive), `GET /readyz` (dependencies answer) and `GET /metrics` (Prometheus text format).
+//! A path no route matches is a 404 `not_found` problem and a method a route does not take a 405
+//! `method_not_allowed` problem (with `Allow`), instead of axum's empty answers.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,9 +26,18 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Starts the global tracing subscriber: JSON lines by default (`LOG_FORMAT=json`), `LOG_FORMAT=text` for
 /// humans (coloured only when stdout is a terminal); the filter comes from `RUST_LOG` (default `info`).
 /// Any other `LOG_FORMAT` stops the process like every malformed setting ([`crate::config::or_exit`]).
-/// Calling it twice is harmless.
+/// Calling it twice is harmless. Lines go to stdout.
 pub fn init_tracing() {
     use std::io::IsTerminal;
+    init_tracing_with_writer(std::io::stdout, std::io::stdout().is_terminal());
+}
+
+/// [`init_tracing`] writing to `writer` instead of stdout (tests capture the lines with it); `ansi` colours
+/// text lines.
+pub fn init_tracing_with_writer<W>(writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let text = crate::config::or_exit(match std::env::var("LOG_FORMAT").as_deref() {
         Err(_) | Ok("json") => Ok(false),
@@ -39,11 +50,10 @@ pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(writer);
     let result = if text {
-        builder
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init()
+        builder.with_ansi(ansi).try_init()
     } else {
         builder
             .json()
@@ -128,7 +138,9 @@ impl Readiness {
     }
 }
 
-/// Wraps `router` with request ids, tracing, metrics and the `/healthz`, `/readyz`, `/metrics` routes.
+/// Wraps `router` with request ids, tracing, metrics and the `/healthz`, `/readyz`, `/metrics` routes, and
+/// answers unknown paths with [`route_not_found`] and unsupported methods with [`method_not_allowed`]. This
+/// replaces any fallback `router` set: a function that needs another one must wrap the result instead.
 ///
 /// `service` names the function in logs (`service` field).
 pub fn instrument(router: Router, service: &'static str, readiness: Readiness) -> Router {
@@ -142,6 +154,9 @@ pub fn instrument(router: Router, service: &'static str, readiness: Readiness) -
         .route("/metrics", get(move || std::future::ready(handle.render())));
     router
         .merge(ops)
+        // Applies to the routes registered so far, hence after the merge.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(route_not_found)
         .layer(middleware::from_fn(record_metrics))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
@@ -149,6 +164,21 @@ pub fn instrument(router: Router, service: &'static str, readiness: Readiness) -
             tracing::info_span!("request", service, method = %req.method(), path = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// 404 `not_found` problem ("no such route"): what [`instrument`] answers for a path no route matches.
+pub async fn route_not_found() -> crate::Problem {
+    crate::Problem::not_found("no such route")
+}
+
+/// 405 `method_not_allowed` problem naming the method: what [`instrument`] answers when a route exists but
+/// does not take the request's method (axum adds the `Allow` header listing the methods it takes).
+pub async fn method_not_allowed(method: Method) -> crate::Problem {
+    crate::Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not answer {method}"),
+    )
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {

@@ -975,3 +975,12 @@ pub async fn serve(router: axum::Router) -> String {
     ));
     url
 }
+
+/// Sends SIGTERM (what Kubernetes sends to stop a pod) to `child` alone, without waiting for it to exit.
+pub fn sigterm(child: &Child) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: a plain syscall on a child process this test spawned and has not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
