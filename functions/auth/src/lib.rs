@@ -5,7 +5,9 @@
 //! - `POST /login` — `Authorization: Basic base64(email:password)` (RFC 7617, UTF-8). 200 with the token as
 //!   `text/plain`, or `{access_token, token_type, expires_in}` when `Accept: application/json`. 401 for any
 //!   bad credential (unknown user and wrong password alike), 429 with `Retry-After` after
-//!   `LOGIN_MAX_FAILURES` failures per account or client within `LOGIN_WINDOW_SECONDS`, 503 when MySQL is down.
+//!   `LOGIN_MAX_FAILURES` failures per account, or `LOGIN_MAX_CLIENT_FAILURES` per client, within
+//!   `LOGIN_WINDOW_SECONDS`, 503 when MySQL is down. The client is the entry of `X-Forwarded-For` that the
+//!   gateway appended (`TRUSTED_PROXY_HOPS`, see [`Settings::trusted_proxy_hops`]), never one the client wrote.
 //! - `POST /validate` — `Authorization: Bearer <jwt>`; 200 with the claims, else 401 (see `vidmp3_runtime::jwt`).
 //! - `POST /users` — admin bearer token; JSON `{email, password, admin?}`; 201 `{id, email, admin}`, 400, 403, 409.
 
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 use vidmp3_runtime::config::{ConfigError, Env};
 use vidmp3_runtime::jwt::{Authenticated, Claims, JwtKeys, JwtSettings, TokenVerifier};
-use vidmp3_runtime::{Problem, db, telemetry};
+use vidmp3_runtime::{Problem, db, forwarded, telemetry};
 
 use crate::limiter::LoginLimiter;
 use crate::users::Email;
@@ -49,6 +51,11 @@ pub struct Settings {
     pub login_window: Duration,
     /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5).
     pub db_connect_timeout: Duration,
+    /// `TRUSTED_PROXY_HOPS` (default 1): how many proxies in front of auth append the address they saw to
+    /// `X-Forwarded-For`; the login limiter's client is the entry the outermost of them appended (see
+    /// [`forwarded::client_address`]). The default fits our deployments: the gateway is auth's only caller
+    /// and sends the client address it determined as the last entry. 0 trusts only the TCP peer.
+    pub trusted_proxy_hops: usize,
 }
 
 impl Settings {
@@ -57,10 +64,7 @@ impl Settings {
     /// # Errors
     /// The first variable that is missing or malformed.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let database_url: String = env.required("DATABASE_URL")?;
-        if !database_url.starts_with("mysql://") && !database_url.starts_with("mariadb://") {
-            return Err(ConfigError::new("DATABASE_URL", "must be a mysql:// URL"));
-        }
+        let database_url = vidmp3_runtime::config::mysql_url(env, "DATABASE_URL")?;
         let login_max_failures = env.or("LOGIN_MAX_FAILURES", 5u32)?;
         if login_max_failures == 0 {
             return Err(ConfigError::new("LOGIN_MAX_FAILURES", "must be at least 1"));
@@ -82,6 +86,7 @@ impl Settings {
             login_max_failures,
             login_window: env.seconds("LOGIN_WINDOW_SECONDS", 300)?,
             db_connect_timeout: env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5)?,
+            trusted_proxy_hops: forwarded::trusted_proxy_hops(env, 1)?,
         })
     }
 }
@@ -98,6 +103,7 @@ impl std::fmt::Debug for Settings {
             .field("login_max_client_failures", &self.login_max_client_failures)
             .field("login_window", &self.login_window)
             .field("db_connect_timeout", &self.db_connect_timeout)
+            .field("trusted_proxy_hops", &self.trusted_proxy_hops)
             .finish()
     }
 }
@@ -111,6 +117,8 @@ pub struct AppState {
     pub keys: JwtKeys,
     /// Login failure counters.
     pub limiter: Arc<LoginLimiter>,
+    /// [`Settings::trusted_proxy_hops`].
+    pub trusted_proxy_hops: usize,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -133,6 +141,7 @@ impl AppState {
                 settings.login_max_client_failures,
                 settings.login_window,
             )),
+            trusted_proxy_hops: settings.trusted_proxy_hops,
         })
     }
 }
@@ -197,16 +206,6 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), Problem> {
     Ok((email.to_owned(), password.to_owned()))
 }
 
-fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|s| s.trim().to_owned())
-        .or_else(|| peer.map(|p| p.ip().to_string()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -232,7 +231,11 @@ async fn login(
     );
     let keys = [
         account_key.clone(),
-        format!("client:{}", client_ip(&headers, peer.map(|c| c.0.0))),
+        format!(
+            "client:{}",
+            forwarded::client_address(peer.map(|c| c.0.0.ip()), &headers, state.trusted_proxy_hops)
+                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        ),
     ];
     if let Some(wait) = state.limiter.blocked(&keys) {
         outcome("rate_limited");

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     let Command::Serve = command else {
         // The CLI needs the database only: no JWT_SECRET for `migrate` or `user add`.
-        let database_url: String = or_exit(env.required("DATABASE_URL"));
+        let database_url = or_exit(vidmp3_runtime::config::mysql_url(&env, "DATABASE_URL"));
         let timeout = or_exit(env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5));
         let pool = vidmp3_runtime::db::mysql_pool(&database_url, timeout)?;
         return run_cli(command, &pool).await;

@@ -505,6 +505,32 @@ async fn configuration_errors_stop_the_process_with_one_line_naming_the_variable
             ],
             "PORT",
         ),
+        // Malformed URLs are refused at start, not at the first query.
+        (
+            &[
+                ("DATABASE_URL", "mysql://u:p@127.0.0.1:abc/x"),
+                ("JWT_SECRET", SECRET),
+            ],
+            "DATABASE_URL",
+        ),
+        (
+            &[
+                (
+                    "DATABASE_URL",
+                    "mysql://u:p@127.0.0.1:3306/x?ssl-mode=sometimes",
+                ),
+                ("JWT_SECRET", SECRET),
+            ],
+            "DATABASE_URL",
+        ),
+        (
+            &[
+                ("DATABASE_URL", "mysql://u:p@127.0.0.1:3306/x"),
+                ("JWT_SECRET", SECRET),
+                ("TRUSTED_PROXY_HOPS", "one"),
+            ],
+            "TRUSTED_PROXY_HOPS",
+        ),
     ];
     for (vars, var) in cases {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_auth"))
@@ -512,17 +538,33 @@ async fn configuration_errors_stop_the_process_with_one_line_naming_the_variable
             .envs(vars.iter().copied())
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{var}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let line = stderr
-            .lines()
-            .find(|l| l.starts_with("config error"))
-            .unwrap_or_default();
-        assert!(
-            line.starts_with(&format!("config error: {var}:")),
-            "{var}: {stderr}"
-        );
+        assert_configuration_error(&out, var);
     }
+    // The CLI (`migrate`, `user add`) checks DATABASE_URL the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auth"))
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", "mysql://u:p@127.0.0.1:99999/x")
+        .output()
+        .unwrap();
+    assert_configuration_error(&out, "DATABASE_URL");
+}
+
+fn assert_configuration_error(out: &std::process::Output, var: &str) {
+    assert_eq!(out.status.code(), Some(2), "{var}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("config error"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with(&format!("config error: {var}:")),
+        "{var}: {stderr}"
+    );
+    assert!(
+        !stderr.contains("u:p@"),
+        "the URL's password is not printed: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -602,4 +644,194 @@ async fn metrics_count_logins_by_outcome() {
         text.contains("http_requests_total{method=\"POST\",route=\"/login\",status=\"200\"}"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app(&[]).await;
+    for (method, path, status, code) in [
+        (reqwest::Method::GET, "/nope", 404, "not_found"),
+        (reqwest::Method::GET, "/login", 405, "method_not_allowed"),
+        (reqwest::Method::PUT, "/users", 405, "method_not_allowed"),
+        (reqwest::Method::POST, "/healthz", 405, "method_not_allowed"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        if status == 405 {
+            assert!(r.headers().contains_key("allow"), "{method} {path}");
+        }
+        let p = problem(r).await;
+        assert_eq!(p["code"], code, "{method} {path}");
+        assert_eq!(p["status"], status, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn jwt_ttl_seconds_sets_the_token_lifetime() {
+    let app = spawn_app(&[("JWT_TTL_SECONDS", "120")]).await;
+    app.add_user("ttl@example.com", "ttl password", false).await;
+    let token = app.token("ttl@example.com", "ttl password").await;
+    let claims: Claims = app
+        .validate(Some(&format!("Bearer {token}")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claims.exp - claims.iat, 120);
+    let json: serde_json::Value = app
+        .client
+        .post(format!("{}/login", app.url))
+        .basic_auth("ttl@example.com", Some("ttl password"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["expires_in"], 120);
+}
+
+/// `auth user add` with the password on stdin (no AUTH_NEW_PASSWORD); refusals name the problem and exit
+/// non-zero without touching the database.
+#[tokio::test]
+async fn the_cli_reads_the_password_from_stdin_and_refuses_bad_input() {
+    use std::io::Write;
+    let db = testkit::fresh_mysql_database().await;
+    let run = |email: &str, stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_auth"))
+            .args(["user", "add", "--email", email])
+            .env("DATABASE_URL", &db)
+            .env_remove("JWT_SECRET")
+            .env_remove("AUTH_NEW_PASSWORD")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The CLI may refuse the email and exit before reading stdin: a broken pipe is fine then.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap()
+    };
+    let out = run("stdin@example.com", "piped password\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = spawn_app_with(&db, &[]).await;
+    assert_eq!(
+        app.login("stdin@example.com", "piped password")
+            .await
+            .status(),
+        200,
+        "the password is the line read from stdin, without its newline"
+    );
+
+    for (email, password, says) in [
+        (
+            "not-an-email",
+            "long enough password\n",
+            "not a valid email address",
+        ),
+        ("short@example.com", "7chars!\n", "at least 8 characters"),
+    ] {
+        let out = run(email, password);
+        assert!(!out.status.success(), "{email} must be refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{email}: {stderr}");
+        assert!(!stderr.contains(password.trim_end()), "{email}: {stderr}");
+    }
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+        .fetch_one(&app.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "only the valid user was added");
+}
+
+/// With the default TRUSTED_PROXY_HOPS=1 the client is the last X-Forwarded-For entry, the one the gateway
+/// appended; whatever a client writes before it does not make it another client, so rotating it still
+/// reaches the per-client bound.
+#[tokio::test]
+async fn a_client_rotating_its_own_x_forwarded_for_is_still_one_client() {
+    let app = spawn_app(&[
+        ("LOGIN_MAX_FAILURES", "2"),
+        ("LOGIN_MAX_CLIENT_FAILURES", "4"),
+    ])
+    .await;
+    app.add_user("fresh@example.com", "fresh password", false)
+        .await;
+    let login = |email: String, claimed: String, gateway_saw: &'static str| {
+        app.client
+            .post(format!("{}/login", app.url))
+            .basic_auth(email, Some("a guess"))
+            .header("x-forwarded-for", format!("{claimed}, {gateway_saw}"))
+            .send()
+    };
+    // Four accounts, each below its own bound, each from a "new" address the attacker claims.
+    for i in 0..4 {
+        let r = login(
+            format!("target{i}@example.com"),
+            format!("198.51.100.{i}"),
+            "203.0.113.66",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    let r = login(
+        "fresh@example.com".into(),
+        "198.51.100.200".into(),
+        "203.0.113.66",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 429, "the client's bound counts the real client");
+    assert_eq!(problem(r).await["code"], "too_many_attempts");
+    // Another client (another address appended by the gateway) is not limited.
+    let other = app
+        .client
+        .post(format!("{}/login", app.url))
+        .basic_auth("fresh@example.com", Some("fresh password"))
+        .header("x-forwarded-for", "198.51.100.200, 203.0.113.67")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}
+
+/// TRUSTED_PROXY_HOPS=0 (auth reached directly): X-Forwarded-For is ignored, the TCP peer is the client.
+#[tokio::test]
+async fn with_no_trusted_proxy_x_forwarded_for_is_ignored() {
+    let app = spawn_app(&[
+        ("LOGIN_MAX_FAILURES", "2"),
+        ("LOGIN_MAX_CLIENT_FAILURES", "3"),
+        ("TRUSTED_PROXY_HOPS", "0"),
+    ])
+    .await;
+    for i in 0..3 {
+        let r = app
+            .client
+            .post(format!("{}/login", app.url))
+            .basic_auth(format!("t{i}@example.com"), Some("a guess"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    let r = app
+        .client
+        .post(format!("{}/login", app.url))
+        .basic_auth("t9@example.com", Some("a guess"))
+        .header("x-forwarded-for", "203.0.113.99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
 }
