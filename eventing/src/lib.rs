@@ -59,9 +59,12 @@
 //! A reply goes back into the Broker and is routed by its `type` like any other event. The
 //! converter is only triggered by `dev.vidmp3.video.uploaded` and replies only with
 //! `dev.vidmp3.audio.converted` or `dev.vidmp3.conversion.failed`, which are routed only to
-//! notification; notification answers `202` with no event. So every chain is at most
-//! gateway → converter → notification. A Trigger with an empty filter (every event) would see
-//! replies too: keep filters on `type`.
+//! notification; notification answers `200` with a plain JSON body (`{"sent": ...}`), which is
+//! not a CloudEvent (no `ce-` headers, not `application/cloudevents+json`), so it is no reply.
+//! So every chain is at most gateway → converter → notification. A Trigger with an empty filter
+//! (every event) would see replies too: keep filters on `type`. `tests/reply_loop.rs` checks
+//! this on the real manifests: it fails when a Trigger has no `type` filter or when a type a
+//! subscriber replies with reaches that subscriber again.
 //!
 //! ## Differences from the cluster broker (on purpose or not needed locally)
 //! - Classic durable queues instead of quorum queues (`RabbitmqBrokerConfig.queueType`).
