@@ -3,7 +3,7 @@
 
 Usage:
   smtp_sink.py --host 127.0.0.1 --port 2525 --maildir DIR
-               [--reply-code CODE] [--reject-rcpt SUBSTRING ...]
+               [--reply-code CODE] [--reject-rcpt SUBSTRING ...] [--stall WHEN]
 
 Each accepted message is written atomically as DIR/<timestamp_ns>-<uuid>.eml
 (written to a dot-prefixed temp file in DIR, then renamed), so a reader that lists
@@ -17,6 +17,11 @@ Simulated refusals:
                      answered with CODE and a matching message; nothing is stored.
   --reject-rcpt S    (repeatable) RCPT TO addresses containing S (case-insensitive)
                      get "550 5.1.1 Mailbox unavailable"; others are accepted.
+
+Simulated stalls (a server that takes connections, then never answers):
+  --stall greeting   accepts the TCP connection and never sends the 220 greeting.
+  --stall data       answers normally up to the end of DATA, then never replies to it
+                     (the message is not stored).
 
 Without --reply-code, AUTH PLAIN/LOGIN is advertised (also without TLS) and any
 credentials are accepted, so clients configured with a username/password work.
@@ -53,8 +58,9 @@ def reply(code: int) -> str:
 
 
 class SinkHandler:
-    def __init__(self, maildir, reply_code, reject_rcpt):
+    def __init__(self, maildir, reply_code, reject_rcpt, stall=None):
         self.maildir = maildir
+        self.stall = stall
         self.reply_code = reply_code
         self.reject_rcpt = [p.lower() for p in reject_rcpt]
 
@@ -76,6 +82,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.stall == "data":
+            await asyncio.Event().wait()  # never set: the client waits until its own timeout
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode("utf-8", "surrogateescape")
@@ -100,11 +108,14 @@ def main():
     ap.add_argument("--maildir", required=True)
     ap.add_argument("--reply-code", type=int, default=None)
     ap.add_argument("--reject-rcpt", action="append", default=[])
+    ap.add_argument("--stall", choices=["greeting", "data"], default=None)
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message=".*login_data is deprecated.*")
 
     os.makedirs(args.maildir, exist_ok=True)
-    handler = SinkHandler(os.path.abspath(args.maildir), args.reply_code, args.reject_rcpt)
+    handler = SinkHandler(
+        os.path.abspath(args.maildir), args.reply_code, args.reject_rcpt, args.stall
+    )
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         if args.reply_code == 535:
@@ -112,6 +123,8 @@ def main():
         return AuthResult(success=True, auth_data=auth_data)
 
     def factory():
+        if args.stall == "greeting":
+            return asyncio.Protocol()  # holds the connection open and says nothing
         return SMTP(
             handler,
             hostname="smtp-sink.localhost",  # avoid socket.getfqdn(): it may hang without DNS
