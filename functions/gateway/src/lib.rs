@@ -56,6 +56,11 @@ pub struct Settings {
     pub upload_timeout: Duration,
     /// `TOKEN_VERIFICATION`: `local` (default: verify JWTs here) or `auth` (ask auth's `/validate` per request).
     pub token_verification: VerificationMode,
+    /// `TRUSTED_PROXY_HOPS` (default 0: the TCP peer is the client): how many proxies in front of the gateway
+    /// append the address they saw to `X-Forwarded-For`. `POST /login` tells auth the client address found
+    /// with it ([`vidmp3_runtime::forwarded::client_address`]), so auth's per-client login limit counts
+    /// clients, whatever they write in `X-Forwarded-For` themselves.
+    pub trusted_proxy_hops: usize,
 }
 
 impl Settings {
@@ -94,6 +99,7 @@ impl Settings {
             upload_idle_timeout: positive_seconds(env, "UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
             upload_timeout: positive_seconds(env, "UPLOAD_TIMEOUT_SECONDS", 600)?,
             token_verification: env.or("TOKEN_VERIFICATION", VerificationMode::Local)?,
+            trusted_proxy_hops: vidmp3_runtime::forwarded::trusted_proxy_hops(env, 0)?,
         })
     }
 }

@@ -1,20 +1,22 @@
 //! `POST /login`: forwards the Basic credentials to auth byte for byte and returns auth's answer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use vidmp3_runtime::Problem;
+use vidmp3_runtime::{Problem, forwarded};
 
 use crate::AppState;
 
-/// Proxies to `${AUTH_URL}/login` with the request's `Authorization` and `Accept`, and `X-Forwarded-For` with
-/// the client's address appended (as a proxy does), so auth's per-client login limit counts each client, not
-/// the gateway: without it every client reaching auth through the gateway shared one counter, and five
-/// failed logins from anyone locked everybody out.
+/// Proxies to `${AUTH_URL}/login` with the request's `Authorization` and `Accept`, and `X-Forwarded-For` set
+/// to the client's address (the TCP peer, or the `X-Forwarded-For` entry our `TRUSTED_PROXY_HOPS`-th proxy
+/// appended), so auth's per-client login limit counts each client, not the gateway: without it every client
+/// reaching auth through the gateway shared one counter. Entries the client wrote itself are not forwarded:
+/// auth (`TRUSTED_PROXY_HOPS=1`) takes the last entry, and a client rotating its own `X-Forwarded-For`
+/// stays one client.
 #[utoipa::path(post, path = "/login", tag = "auth",
     description = "Forwards HTTP Basic credentials (RFC 7617, UTF-8) to auth byte for byte and returns its answer.",
     responses(
@@ -37,12 +39,15 @@ pub async fn login(
             request = request.header(name, v);
         }
     }
-    let forwarded = forwarded_for(
-        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+    // `None` (no header: auth counts the gateway) only when neither is known: under Lambda with
+    // TRUSTED_PROXY_HOPS=0.
+    let client = forwarded::client_address(
         peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        &headers,
+        state.settings.trusted_proxy_hops,
     );
-    if let Some(v) = forwarded {
-        request = request.header("x-forwarded-for", v);
+    if let Some(ip) = client {
+        request = request.header("x-forwarded-for", ip.to_string());
     }
     let answer = request.send().await.map_err(|e| {
         tracing::warn!(error = %e, "auth unreachable");
@@ -66,37 +71,4 @@ pub async fn login(
     Ok(response
         .body(Body::from(body))
         .unwrap_or_else(|_| Problem::internal().into_response()))
-}
-
-/// `X-Forwarded-For` for the request to auth: the incoming value with the peer's address appended, the
-/// peer's address alone, or the incoming value alone when the peer is unknown (under Lambda).
-fn forwarded_for(incoming: Option<&str>, peer: Option<IpAddr>) -> Option<String> {
-    let incoming = incoming.map(str::trim).filter(|v| !v.is_empty());
-    match (incoming, peer) {
-        (Some(chain), Some(ip)) => Some(format!("{chain}, {ip}")),
-        (None, Some(ip)) => Some(ip.to_string()),
-        (Some(chain), None) => Some(chain.to_owned()),
-        (None, None) => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::forwarded_for;
-
-    #[test]
-    fn the_peer_is_appended_to_x_forwarded_for() {
-        let peer = Some("192.0.2.7".parse().unwrap());
-        assert_eq!(forwarded_for(None, peer).as_deref(), Some("192.0.2.7"));
-        assert_eq!(
-            forwarded_for(Some("203.0.113.1"), peer).as_deref(),
-            Some("203.0.113.1, 192.0.2.7")
-        );
-        assert_eq!(forwarded_for(Some(" "), peer).as_deref(), Some("192.0.2.7"));
-        assert_eq!(
-            forwarded_for(Some("203.0.113.1"), None).as_deref(),
-            Some("203.0.113.1")
-        );
-        assert_eq!(forwarded_for(None, None), None);
-    }
 }
