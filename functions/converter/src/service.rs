@@ -7,13 +7,23 @@
 //! - 200 + `audio.converted` / `conversion.failed`: done, including for a redelivered event of a job already
 //!   finished (the reply is repeated so a reply lost on the way is not lost for good; notification dedupes);
 //! - 200 without a body: nothing to do (the job was deleted while converting);
-//! - 409: another converter holds a live lease on the job (retryable: if that converter died, the lease
-//!   expires within [`LEASE_MS`] and a retry takes the job over);
+//! - 409: another converter holds a live lease on the job. Retryable, not 200: the holder may still finish
+//!   (then a retry gets the 200 reply above) or die (then its lease expires within [`LEASE_MS`] and a retry
+//!   takes the job over); a 200 now would end the delivery with no reply if the holder dies;
 //! - 503: MongoDB or local disk unavailable (retryable; the lease is released first);
 //! - 400 / 422: an event that can never succeed (wrong type, bad data, unknown job): final.
 //!
 //! State changes are conditional updates on the job (`uploaded → converting` with a lease, `converting →
 //! converted | failed`), so a duplicate delivery never produces a second MP3.
+//!
+//! Once a conversion slot is taken, the work (claim, spool, transcode, store, finish) runs in a task of its
+//! own that the request awaits: a caller that goes away mid-conversion (the Broker's per-attempt timeout
+//! closes the connection and axum drops the request's future) does not stop it, the job still ends
+//! `converted` or `failed`, and the redelivery gets the repeated reply.
+//!
+//! Encoding options: the event's `data.output` when it sets one, else the job's `output` (what the upload
+//! asked for). The gateway writes the same options into both; the event wins so a replayed or hand-made
+//! event can ask for another encoding.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +43,9 @@ use mongodb::options::ReturnDocument;
 use tokio::sync::Semaphore;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use vidmp3_runtime::config::{ConfigError, Env, MongoSettings};
-use vidmp3_runtime::events::{self, AudioConverted, ConversionFailed, VideoUploaded};
+use vidmp3_runtime::events::{
+    self, AudioConverted, ConversionFailed, OutputOptions, VideoUploaded,
+};
 use vidmp3_runtime::jobs::{self, Job, JobState, MP3S_BUCKET, VIDEOS_BUCKET};
 use vidmp3_runtime::{Problem, db, telemetry};
 
@@ -47,7 +59,8 @@ pub const LEASE_MS: i64 = 15_000;
 pub struct Settings {
     /// `MONGODB_URI`, `MONGODB_DATABASE`.
     pub mongo: MongoSettings,
-    /// `CONVERT_CONCURRENCY`: conversions at once (default: the CPU count).
+    /// `CONVERT_CONCURRENCY`: conversions at once, each from its claim to its end (spool, transcode, store,
+    /// finish) (default: the CPU count).
     pub concurrency: usize,
     /// `MAX_DURATION_S`: longest audio converted, in seconds (default 14400 = 4 h).
     pub max_duration_s: f64,
@@ -187,13 +200,36 @@ fn outcome(o: &'static str) {
 pub async fn handle(state: &AppState, event: &Event) -> Result<Option<Event>, Problem> {
     let data: VideoUploaded = events::from_event(event)
         .map_err(|e| Problem::bad_request("invalid_event", e.to_string()))?;
-    // Wait for a conversion slot before taking the job's lease, so a lease is only held while working.
+    data.output
+        .validate()
+        .map_err(|e| Problem::bad_request("invalid_event", e))?;
+    // Wait for a conversion slot before taking the job's lease, so a lease is only held while working. A
+    // caller gone while waiting here leaves nothing behind: the job is not claimed yet.
     let permit = state
         .permits
         .clone()
         .acquire_owned()
         .await
         .map_err(|_| Problem::internal())?;
+    // No await between taking the slot and spawning: from the claim on, the work no longer depends on
+    // this future staying alive (see the module docs).
+    let work = tokio::spawn(claim_and_convert(state.clone(), data, permit));
+    work.await.map_err(|e| {
+        tracing::error!(error = %e, "the conversion task panicked");
+        Problem::internal()
+    })?
+}
+
+/// Claims the job and converts it; runs as its own task (see [`handle`]).
+async fn claim_and_convert(
+    state: AppState,
+    data: VideoUploaded,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Option<Event>, Problem> {
+    // The slot is held until the job is finished or handed back (dropped on return), so two jobs are never
+    // `converting` in one converter beyond CONVERT_CONCURRENCY.
+    let _permit = permit;
+    let state = &state;
     let collection = jobs::jobs(&state.db);
     let now = DateTime::now();
     let claim = doc! {
@@ -243,7 +279,8 @@ pub async fn handle(state: &AppState, event: &Event) -> Result<Option<Event>, Pr
         };
     };
     tracing::info!(job_id = %job.id, "conversion started");
-    match convert(state, &job, permit).await {
+    let encoding = encoding(&data.output, &job.output);
+    match convert(state, &job, encoding).await {
         Ok(Converted::Stored(job)) => {
             outcome("converted");
             Ok(Some(events::to_event(&converted_event(&job))))
@@ -292,14 +329,37 @@ async fn release(state: &AppState, job_id: &str) {
     }
 }
 
-async fn convert(
-    state: &AppState,
-    job: &Job,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> Result<Converted, Failure> {
+/// The encoding to use: the event's options when it sets one, else the job's (see the module docs).
+fn encoding(event: &OutputOptions, job: &OutputOptions) -> Encoding {
+    let options = if event.is_default() { job } else { event };
+    match (options.bitrate_kbps, options.vbr_quality) {
+        (Some(kbps), _) => Encoding::Cbr { bitrate_kbps: kbps },
+        (None, Some(q)) => Encoding::Vbr { quality: q },
+        (None, None) => Encoding::default(),
+    }
+}
+
+/// Aborts a spawned task when dropped, so the heartbeat stops however the conversion ends: a return, an
+/// early `?`, a panic, or the conversion's future being dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn convert(state: &AppState, job: &Job, encoding: Encoding) -> Result<Converted, Failure> {
     let video_id = job
         .video_id
         .ok_or_else(|| Failure::Permanent(TranscodeError::EmptyFile))?;
+    // Renew the lease from the start: spooling a big video can take longer than LEASE_MS by itself.
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel(0.0f64);
+    let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+        state.db.clone(),
+        job.id.clone(),
+        progress_rx,
+    )));
     let transient = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(job_id = %job.id, error = %e, "{what}");
         Failure::Transient(Problem::unavailable(format!(
@@ -351,19 +411,12 @@ async fn convert(
     lock_scratch(&output);
 
     let options = TranscodeOptions {
-        encoding: match (job.output.bitrate_kbps, job.output.vbr_quality) {
-            (Some(kbps), _) => Encoding::Cbr { bitrate_kbps: kbps },
-            (None, Some(q)) => Encoding::Vbr { quality: q },
-            (None, None) => Encoding::default(),
-        },
+        encoding,
         max_duration_s: Some(state.settings.max_duration_s),
         fallback_title: Some(jobs::filename_stem(&job.filename).to_owned()),
     };
-    let (progress_tx, progress_rx) = tokio::sync::watch::channel(0.0f64);
-    let heartbeat = tokio::spawn(heartbeat(state.db.clone(), job.id.clone(), progress_rx));
     let started = Instant::now();
     let blocking = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let mut report_progress = |p: f64| {
             progress_tx.send_replace(p);
         };
@@ -372,7 +425,7 @@ async fn convert(
         (result, input, output)
     })
     .await;
-    heartbeat.abort();
+    drop(heartbeat);
     let (result, _input, output) = blocking.map_err(|_| {
         Failure::Permanent(TranscodeError::Internal("the conversion crashed".into()))
     })?;
@@ -533,6 +586,42 @@ fn failed_event(job: &Job) -> ConversionFailed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The heartbeat's guard: once dropped, the task it holds makes no more progress.
+    #[tokio::test]
+    async fn a_dropped_guard_stops_its_task() {
+        let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = ticks.clone();
+        let guard = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(guard);
+        tokio::task::yield_now().await;
+        let at_drop = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(at_drop > 0, "the task ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(ticks.load(std::sync::atomic::Ordering::SeqCst), at_drop);
+    }
+
+    #[test]
+    fn event_options_win_over_the_jobs() {
+        let cbr = |kbps| OutputOptions {
+            bitrate_kbps: Some(kbps),
+            vbr_quality: None,
+        };
+        let vbr = OutputOptions {
+            bitrate_kbps: None,
+            vbr_quality: Some(5),
+        };
+        let default = OutputOptions::default();
+        assert_eq!(encoding(&cbr(96), &vbr), Encoding::Cbr { bitrate_kbps: 96 });
+        assert_eq!(encoding(&default, &vbr), Encoding::Vbr { quality: 5 });
+        assert_eq!(encoding(&default, &default), Encoding::default());
+    }
 
     #[test]
     fn sweep_deletes_only_scratch_files_nobody_locks() {
