@@ -244,7 +244,8 @@ impl MongoSettings {
                 "MONGODB_URI",
                 format!(
                     "not a valid MongoDB connection string: {}",
-                    error_without_secret(&e.to_string(), &uri)
+                    // The kind alone: the full error appends empty labels and sources.
+                    error_without_secret(&e.kind.to_string(), &uri)
                 ),
             ));
         }
