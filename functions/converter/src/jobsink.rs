@@ -7,22 +7,20 @@ use vidmp3_runtime::events;
 
 use crate::service::{AppState, handle};
 
-/// Converts the event at `event_path` and POSTs the reply to `sink`. Returns the process exit status:
-/// 0 when done (converted, failed for good, or nothing to do), 1 for transient failures (the Job is retried),
-/// 2 for an unreadable event file.
+/// Converts the event at `event_path` and POSTs the reply to `sink`. Returns the process exit status, which
+/// decides whether the Job controller runs the Job again:
+/// - 0: done: converted, failed for good (the `conversion.failed` reply is posted), nothing to do, or an
+///   event that can never succeed (bad data, unknown job, and an event file that cannot be read or is not
+///   a structured CloudEvent: a rerun mounts the same file). The last ones are logged as one `error` line
+///   naming the file and the reason, and post nothing (there is no job to report on);
+/// - 1: transient (MongoDB or local disk unavailable, another converter's live lease, `K_SINK` not
+///   accepting the reply): a rerun converts or repeats the reply.
 pub async fn run(state: &AppState, event_path: &Path, sink: &str) -> i32 {
-    let raw = match std::fs::read(event_path) {
-        Ok(raw) => raw,
-        Err(e) => {
-            tracing::error!(path = %event_path.display(), error = %e, "cannot read the event file");
-            return 2;
-        }
-    };
-    let event: cloudevents::Event = match serde_json::from_slice(&raw) {
+    let event = match read_event(event_path) {
         Ok(event) => event,
-        Err(e) => {
-            tracing::error!(error = %e, "the event file is not a structured CloudEvent");
-            return 2;
+        Err(reason) => {
+            tracing::error!(path = %event_path.display(), error = %reason, "the event file can never be converted; not retrying");
+            return 0;
         }
     };
     match handle(state, &event).await {
@@ -46,4 +44,10 @@ pub async fn run(state: &AppState, event_path: &Path, sink: &str) -> i32 {
             0
         }
     }
+}
+
+/// Reads a structured-mode CloudEvent (JSON) from `path`.
+fn read_event(path: &Path) -> Result<cloudevents::Event, String> {
+    let raw = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    serde_json::from_slice(&raw).map_err(|e| format!("not a structured CloudEvent: {e}"))
 }

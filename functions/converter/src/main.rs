@@ -19,7 +19,8 @@ enum Command {
     /// Serve HTTP on $PORT (the default).
     Serve,
     /// JobSink mode: convert the CloudEvent in $JOBSINK_EVENT_PATH (default /etc/jobsink-event/event), POST
-    /// the result event to $K_SINK, exit 0 (non-zero only for transient failures, so the Job is retried).
+    /// the result event to $K_SINK, exit 0 (1 only for transient failures, so the Job is retried; an event
+    /// file that cannot be read or parsed is final: exit 0 with one error line).
     Job,
 }
 

@@ -1,5 +1,6 @@
 //! JobSink mode (`converter job`) and resource hygiene over many jobs, against the real MongoDB-wire server.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,56 +46,97 @@ async fn uploaded(db: &mongodb::Database, file: &str) -> Event {
     })
 }
 
-#[tokio::test]
-async fn job_mode_converts_the_mounted_event_and_posts_the_result_to_k_sink() {
-    testkit::ensure_services();
-    let database = testkit::unique_name("jobsink");
-    let mongo = testkit::shared_mongo_uri();
-    let db = mongodb::Client::with_uri_str(&mongo)
-        .await
-        .unwrap()
-        .database(&database);
+/// A K_SINK that records the events it accepts.
+async fn sink() -> (String, Arc<Mutex<Vec<Event>>>) {
     let received: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let sink = {
+    let router = {
         let received = received.clone();
-        let router = Router::new().route(
+        Router::new().route(
             "/",
             post(move |event: Event| {
                 received.lock().unwrap().push(event);
                 async { axum::http::StatusCode::ACCEPTED }
             }),
-        );
-        testkit::serve(router).await
+        )
     };
+    (testkit::serve(router).await, received)
+}
+
+/// A URL where nothing listens (a port just freed).
+fn dead_sink() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// A database on the shared MongoDB-wire server: (its URI, its name, a handle).
+async fn database(prefix: &str) -> (String, String, mongodb::Database) {
+    let name = testkit::unique_name(prefix);
+    let uri = testkit::shared_mongo_uri();
+    let db = mongodb::Client::with_uri_str(&uri)
+        .await
+        .unwrap()
+        .database(&name);
+    (uri, name, db)
+}
+
+/// Runs `converter job` on the event file at `path`.
+async fn run_job(mongo: &str, database: &str, sink: &str, path: &Path) -> std::process::Output {
+    let (mongo, database, sink, path) = (
+        mongo.to_owned(),
+        database.to_owned(),
+        sink.to_owned(),
+        path.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_converter"))
+            .arg("job")
+            .env("MONGODB_URI", mongo)
+            .env("MONGODB_DATABASE", database)
+            .env("K_SINK", sink)
+            .env("JOBSINK_EVENT_PATH", path)
+            .env("LOG_FORMAT", "json")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Writes `event` as the mounted (structured) event file in `dir`.
+fn event_file(dir: &Path, event: &Event) -> PathBuf {
+    let path = dir.join("event");
+    std::fs::write(&path, serde_json::to_vec(event).unwrap()).unwrap();
+    path
+}
+
+/// The log lines (JSON) at `level` in a run's stdout.
+fn log_lines(out: &std::process::Output, level: &str) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["level"] == level)
+        .collect()
+}
+
+fn logs(out: &std::process::Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn job_mode_converts_the_mounted_event_and_posts_the_result_to_k_sink() {
+    testkit::ensure_services();
+    let (mongo, name, db) = database("jobsink").await;
+    let (sink, received) = sink().await;
     let event = uploaded(&db, "mkv_vp9_opus_10s.mkv").await;
     let dir = tempfile::tempdir().unwrap();
-    let event_path = dir.path().join("event");
-    std::fs::write(&event_path, serde_json::to_vec(&event).unwrap()).unwrap();
-    let run = |path: &std::path::Path| {
-        let (mongo, database, sink, path) = (
-            mongo.clone(),
-            database.clone(),
-            sink.clone(),
-            path.to_owned(),
-        );
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_converter"))
-                .arg("job")
-                .env("MONGODB_URI", mongo)
-                .env("MONGODB_DATABASE", database)
-                .env("K_SINK", sink)
-                .env("JOBSINK_EVENT_PATH", path)
-                .output()
-                .unwrap()
-        })
-    };
-    let out = run(&event_path).await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_job(&mongo, &name, &sink, &event_file(dir.path(), &event)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", logs(&out));
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].ty(), events::AUDIO_CONVERTED);
@@ -104,12 +146,83 @@ async fn job_mode_converts_the_mounted_event_and_posts_the_result_to_k_sink() {
         .unwrap()
         .unwrap();
     assert_eq!(job.state, JobState::Converted);
-    let missing = run(&dir.path().join("no-such-event")).await.unwrap();
-    assert_eq!(
-        missing.status.code(),
-        Some(2),
-        "an unreadable event file is not retried as transient"
+}
+
+/// An event file that can never succeed is not retried (exit 0: the Job controller would rerun it on the
+/// same file for nothing); one error line says which file and why.
+#[tokio::test]
+async fn an_unreadable_or_malformed_event_file_exits_0_with_one_error_line() {
+    testkit::ensure_services();
+    let (mongo, name, _db) = database("jobsink-bad").await;
+    let (sink, received) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let malformed = dir.path().join("malformed");
+    std::fs::write(&malformed, b"{\"specversion\": \"1.0\", \"id\": ").unwrap();
+    for (path, reason) in [
+        (dir.path().join("no-such-event"), "cannot read it"),
+        (malformed, "not a structured CloudEvent"),
+    ] {
+        let out = run_job(&mongo, &name, &sink, &path).await;
+        assert_eq!(out.status.code(), Some(0), "{}", logs(&out));
+        let errors = log_lines(&out, "ERROR");
+        assert_eq!(errors.len(), 1, "{}", logs(&out));
+        let error = errors[0]["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(reason), "{error}");
+        assert_eq!(errors[0]["path"], path.to_str().unwrap());
+    }
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "no job, nothing to post"
     );
+}
+
+/// K_SINK not answering is transient: exit 1 so the Job runs again; the rerun repeats the reply.
+#[tokio::test]
+async fn k_sink_down_exits_1_and_the_rerun_delivers_the_reply() {
+    testkit::ensure_services();
+    let (mongo, name, db) = database("jobsink-sink").await;
+    let event = uploaded(&db, "mkv_vp9_opus_10s.mkv").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = event_file(dir.path(), &event);
+    let out = run_job(&mongo, &name, &dead_sink(), &path).await;
+    assert_eq!(out.status.code(), Some(1), "{}", logs(&out));
+    let (sink, received) = sink().await;
+    let out = run_job(&mongo, &name, &sink, &path).await;
+    assert_eq!(out.status.code(), Some(0), "{}", logs(&out));
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].ty(), events::AUDIO_CONVERTED);
+    let mp3s = db
+        .collection::<mongodb::bson::Document>("mp3s.files")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(mp3s, 1, "the rerun did not convert again");
+}
+
+#[tokio::test]
+async fn a_permanent_failure_exits_0_and_posts_conversion_failed() {
+    testkit::ensure_services();
+    let (mongo, name, db) = database("jobsink-fail").await;
+    let (sink, received) = sink().await;
+    let event = uploaded(&db, "mp4_h264_no_audio_track_10s.mp4").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_job(&mongo, &name, &sink, &event_file(dir.path(), &event)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", logs(&out));
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].ty(), events::CONVERSION_FAILED);
+    let data: events::ConversionFailed = events::from_event(&got[0]).unwrap();
+    assert_eq!(
+        (data.job_id.as_str(), data.reason.as_str()),
+        (event.subject().unwrap(), "no_audio_stream")
+    );
+    let job = jobs::jobs(&db)
+        .find_one(doc! {"_id": event.subject().unwrap()})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, JobState::Failed);
 }
 
 fn open_fds() -> usize {
