@@ -21,6 +21,8 @@ use utoipa::{Modify, OpenApi};
         readyz,
         metrics,
         openapi_json,
+        page,
+        asset,
     ),
     components(schemas(vidmp3_runtime::Problem, vidmp3_runtime::jobs::JobState, vidmp3_runtime::events::OutputOptions)),
     modifiers(&Security)
@@ -71,3 +73,20 @@ fn metrics() {}
 #[allow(dead_code)]
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "this document", body = serde_json::Value)))]
 fn openapi_json() {}
+
+// The web page (`crate::web::routes`): served from embedded files in a loop, so described here.
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/", tag = "page", description = "The web page: log in, upload, follow the jobs, download. Revalidated with its ETag.",
+    responses(
+        (status = 200, description = "the page", content_type = "text/html", body = String),
+        (status = 304, description = "If-None-Match names the current version")))]
+fn page() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/assets/{file}", tag = "page", description = "The page's script, style sheet and icon. Revalidated with their ETags.",
+    params(("file" = String, Path, description = "`app.js`, `app.css` or `icon.svg`")),
+    responses(
+        (status = 200, description = "the file (text/javascript, text/css or image/svg+xml)", body = String),
+        (status = 304, description = "If-None-Match names the current version"),
+        (status = 404, description = "no such file", body = vidmp3_runtime::Problem, content_type = "application/problem+json")))]
+fn asset() {}

@@ -12,8 +12,15 @@ use vidmp3_runtime::jobs::{self, Job};
 
 use crate::AppState;
 
-/// How long a sender holds a job's outbox claim, in milliseconds.
+/// How long a sender holds a job's outbox claim, in milliseconds (30 s).
+///
+/// Three times [`SEND_TIMEOUT`]: a sender gives up on a sink that does not answer long before its claim
+/// ends, so a concurrent `POST /internal/redeliver` can never find the claim expired while the event is
+/// still on its way (which would send it twice).
 pub const CLAIM_MS: i64 = 30_000;
+/// The longest one POST of an event to `K_SINK` may take, connect included (10 s); shorter than the HTTP
+/// client's own timeout, which serves the calls to auth as well.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most events re-sent by one `POST /internal/redeliver`.
 pub const REDELIVER_BATCH: usize = 100;
 
@@ -38,7 +45,15 @@ pub async fn send_claimed(state: &AppState, job: &Job) -> bool {
         tracing::warn!(job_id = %job.id, "K_SINK is not set: the event stays pending");
         return false;
     };
-    match events::send(&state.http, sink, events::to_event(&uploaded_event(job))).await {
+    let sending = events::send(&state.http, sink, events::to_event(&uploaded_event(job)));
+    let sent = match tokio::time::timeout(SEND_TIMEOUT, sending).await {
+        Ok(sent) => sent,
+        Err(_) => Err(events::SendError::Unreachable(format!(
+            "no answer within {} s",
+            SEND_TIMEOUT.as_secs()
+        ))),
+    };
+    match sent {
         Ok(()) => {
             let sent = doc! {"$set": {"event_pending": false, "updated_at": DateTime::now()}, "$unset": {"event_claim_until": ""}};
             if let Err(e) = collection

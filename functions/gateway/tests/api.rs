@@ -1,7 +1,7 @@
 //! The gateway over HTTP against the real MongoDB-wire server (a database per test) and a real HTTP
 //! receiver standing in for the Broker's ingress (`K_SINK`), which records the CloudEvents it gets.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::serve;
@@ -21,11 +21,13 @@ use vidmp3_runtime::jwt::{JwtKeys, JwtSettings};
 
 const SECRET: &str = "gateway-test-secret-gateway-test-secret";
 
-/// A CloudEvent receiver: records events; answers 503 while `failing` is set.
+/// A CloudEvent receiver: records events; answers 503 while `failing` is set; waits `delay_ms` after
+/// recording an event before it answers (a slow or hanging Broker ingress).
 #[derive(Clone, Default)]
 struct Receiver {
     events: Arc<Mutex<Vec<Event>>>,
     failing: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Receiver {
@@ -40,6 +42,8 @@ impl Receiver {
                         return StatusCode::SERVICE_UNAVAILABLE;
                     }
                     me.events.lock().unwrap().push(event);
+                    let delay = me.delay_ms.load(Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                     StatusCode::ACCEPTED
                 }
             }),
@@ -757,6 +761,15 @@ async fn mongodb_down_is_503_within_the_timeout_and_nothing_is_half_written() {
         1,
         "only the upload from before the outage: {files:?}"
     );
+    let before_id = files[0].get("_id").unwrap().clone();
+    let stray_chunks = app
+        .state
+        .db
+        .collection::<mongodb::bson::Document>("videos.chunks")
+        .count_documents(doc! {"files_id": {"$ne": before_id}})
+        .await
+        .unwrap();
+    assert_eq!(stray_chunks, 0, "no chunk of the refused upload");
     assert_eq!(app.count("jobs").await, 1);
 }
 
@@ -828,7 +841,7 @@ async fn the_openapi_document_covers_every_route_status_and_body() {
         (
             "/upload",
             "post",
-            &["202", "400", "401", "413", "415", "503"],
+            &["202", "400", "401", "408", "413", "415", "503"],
         ),
         ("/jobs", "get", &["200", "400", "401", "503"]),
         ("/jobs/{id}", "get", &["200", "400", "401", "404", "503"]),
@@ -850,6 +863,8 @@ async fn the_openapi_document_covers_every_route_status_and_body() {
         ("/readyz", "get", &["200", "503"]),
         ("/metrics", "get", &["200"]),
         ("/openapi.json", "get", &["200"]),
+        ("/", "get", &["200", "304"]),
+        ("/assets/{file}", "get", &["200", "304", "404"]),
     ];
     for (path, method, statuses) in expect {
         let op = &doc["paths"][path][method];
@@ -875,9 +890,16 @@ async fn the_openapi_document_covers_every_route_status_and_body() {
     }
     assert_eq!(
         doc["paths"].as_object().unwrap().len(),
-        11,
+        13,
         "every route and only routes"
     );
+    let missing = app
+        .client
+        .get(format!("{}/assets/nope.js", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "as documented for /assets/{{file}}");
 }
 
 /// The web page's security headers (the page itself is tested in a browser: eventing/tests/browser.rs).
@@ -949,4 +971,258 @@ async fn the_page_and_its_assets_carry_a_strict_content_security_policy() {
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert!(r.headers().contains_key("content-security-policy"));
+}
+
+/// Sends `head` (a request without its body) on a raw connection and returns the status line of the
+/// answer, which must come while the body is still withheld.
+async fn status_line_before_the_body(app: &App, head: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Generous: only a server that waits for the body (which never comes) runs into it.
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer while the body is withheld");
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_content_length_over_the_limit_is_413_before_any_body_and_stores_nothing() {
+    let app = spawn_app(&[("MAX_UPLOAD_BYTES", "100000")]).await;
+    let token = app.token("1", false);
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    for content_type in ["video/mp4", "multipart/form-data; boundary=XyZ"] {
+        let head = format!(
+            "POST /upload?filename=big.mp4 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: 50000000000\r\n\r\n"
+        );
+        let status = status_line_before_the_body(&app, &head).await;
+        assert!(
+            status.starts_with("HTTP/1.1 413"),
+            "{content_type}: {status}"
+        );
+    }
+    app.stored_nothing().await;
+    assert!(app.receiver.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_job_shows_its_error_progress_and_timestamps() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let job_id = app.upload_ok(&token, "silent.mp4", fake_video(5000)).await;
+    let fresh: serde_json::Value = app
+        .get(&token, &format!("/jobs/{job_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fresh["progress"], 0.0);
+    assert!(fresh.get("error").is_none(), "{fresh}");
+    let created = DateTime::parse_rfc3339_str(fresh["created_at"].as_str().unwrap()).unwrap();
+    let age = DateTime::now().timestamp_millis() - created.timestamp_millis();
+    assert!((0..60_000).contains(&age), "created {age} ms ago");
+    let later = DateTime::from_millis(created.timestamp_millis() + 5_000);
+    jobs::jobs(&app.state.db)
+        .update_one(
+            doc! {"_id": &job_id},
+            doc! {"$set": {"state": "failed", "progress": 0.4, "error_code": "no_audio_stream",
+            "error_message": "the file has no audio track", "updated_at": later}},
+        )
+        .await
+        .unwrap();
+    let job: serde_json::Value = app
+        .get(&token, &format!("/jobs/{job_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["error"]["code"], "no_audio_stream", "{job}");
+    assert_eq!(
+        job["error"]["message"], "the file has no audio track",
+        "{job}"
+    );
+    assert_eq!(job["progress"], 0.4);
+    assert_eq!(job["created_at"], fresh["created_at"], "unchanged");
+    assert_eq!(
+        DateTime::parse_rfc3339_str(job["updated_at"].as_str().unwrap()).unwrap(),
+        later
+    );
+    assert!(job.get("mp3").is_none(), "{job}");
+}
+
+#[tokio::test]
+async fn output_options_from_the_query_or_form_parts_reach_the_event_and_not_both() {
+    let app = spawn_app(&[]).await;
+    let token = app.token("1", false);
+    let raw = |query: &'static str| {
+        app.client
+            .post(format!("{}/upload?filename=a.mp4&{query}", app.url))
+            .bearer_auth(&token)
+            .header("content-type", "video/mp4")
+            .body(fake_video(2000))
+            .send()
+    };
+    let form = |options: &[(&'static str, &'static str)]| {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in options {
+            form = form.text(*name, *value);
+        }
+        let file = reqwest::multipart::Part::bytes(fake_video(2000))
+            .file_name("b.mp4")
+            .mime_str("video/mp4")
+            .unwrap();
+        app.client
+            .post(format!("{}/upload", app.url))
+            .bearer_auth(&token)
+            .multipart(form.part("file", file))
+            .send()
+    };
+    assert_eq!(raw("vbr_quality=4").await.unwrap().status(), 202);
+    assert_eq!(form(&[("bitrate_kbps", "96")]).await.unwrap().status(), 202);
+    assert_eq!(form(&[("vbr_quality", "0")]).await.unwrap().status(), 202);
+    let outputs: Vec<(Option<u32>, Option<u32>)> = app
+        .receiver
+        .uploaded()
+        .iter()
+        .map(|e| (e.output.bitrate_kbps, e.output.vbr_quality.map(u32::from)))
+        .collect();
+    assert_eq!(
+        outputs,
+        [(None, Some(4)), (Some(96), None), (None, Some(0))]
+    );
+
+    let both_query = raw("vbr_quality=4&bitrate_kbps=128").await.unwrap();
+    assert_eq!(both_query.status(), 400);
+    assert_eq!(problem_code(both_query).await, "invalid_output_options");
+    let both_parts = form(&[("bitrate_kbps", "128"), ("vbr_quality", "2")])
+        .await
+        .unwrap();
+    assert_eq!(both_parts.status(), 400);
+    assert_eq!(problem_code(both_parts).await, "invalid_output_options");
+    let not_a_number = form(&[("vbr_quality", "high")]).await.unwrap();
+    assert_eq!(problem_code(not_a_number).await, "invalid_output_options");
+    assert_eq!(
+        app.receiver.uploaded().len(),
+        3,
+        "no event for a refused upload"
+    );
+    assert_eq!(app.count("jobs").await, 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.count("videos.files").await,
+        3,
+        "refused uploads keep no file"
+    );
+}
+
+/// Makes one job whose event is pending (the sink was down at upload time).
+async fn pending_job(app: &App) -> String {
+    let token = app.token("1", false);
+    app.receiver.failing.store(true, Ordering::SeqCst);
+    let r = app.upload(&token, "a.mp4", fake_video(5000)).await;
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["event_pending"], true);
+    app.receiver.failing.store(false, Ordering::SeqCst);
+    app.receiver.events.lock().unwrap().clear();
+    body["job_id"].as_str().unwrap().to_owned()
+}
+
+async fn redeliver(app: &App) -> serde_json::Value {
+    app.client
+        .post(format!("{}/internal/redeliver", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_concurrent_redeliveries_to_a_slow_sink_send_the_event_once() {
+    let app = spawn_app(&[]).await;
+    let job_id = pending_job(&app).await;
+    app.receiver.delay_ms.store(1_500, Ordering::SeqCst);
+    let (a, b) = tokio::join!(redeliver(&app), async {
+        // The second starts while the first waits for the sink.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        redeliver(&app).await
+    });
+    assert_eq!(
+        a["sent"].as_u64().unwrap() + b["sent"].as_u64().unwrap(),
+        1,
+        "{a} {b}"
+    );
+    assert_eq!(b["sent"], 0, "the claim is held for the whole send: {b}");
+    let events = app.receiver.uploaded();
+    assert_eq!(events.len(), 1, "exactly one event received");
+    assert_eq!(events[0].job_id, job_id);
+    assert_eq!(redeliver(&app).await["sent"], 0, "and nothing later");
+    assert_eq!(app.receiver.uploaded().len(), 1);
+}
+
+/// A sink that never answers: the sender gives up after `outbox::SEND_TIMEOUT`, well inside its claim
+/// (`outbox::CLAIM_MS`), so the claim cannot expire mid-send; the event stays pending for a later try.
+#[tokio::test]
+async fn a_hanging_sink_is_given_up_on_well_within_the_claim() {
+    use gateway::outbox::{CLAIM_MS, SEND_TIMEOUT};
+    let send_ms = i64::try_from(SEND_TIMEOUT.as_millis()).unwrap();
+    assert!(
+        send_ms * 2 <= CLAIM_MS,
+        "{send_ms} ms send, {CLAIM_MS} ms claim"
+    );
+    let app = spawn_app(&[]).await;
+    let job_id = pending_job(&app).await;
+    app.receiver.delay_ms.store(600_000, Ordering::SeqCst);
+    let started = Instant::now();
+    let (a, b) = tokio::join!(redeliver(&app), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        redeliver(&app).await
+    });
+    let took = started.elapsed();
+    assert_eq!(
+        (a["sent"].clone(), a["failed"].clone()),
+        (0.into(), 1.into()),
+        "{a}"
+    );
+    assert_eq!(
+        (b["sent"].clone(), b["failed"].clone()),
+        (0.into(), 0.into()),
+        "claimed: {b}"
+    );
+    assert!(
+        took < SEND_TIMEOUT + Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+    assert_eq!(
+        app.receiver.uploaded().len(),
+        1,
+        "one attempt reached the sink"
+    );
+    let job = jobs::jobs(&app.state.db)
+        .find_one(doc! {"_id": &job_id})
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(job.event_pending, "still pending");
+    assert!(
+        job.event_claim_until.unwrap() <= DateTime::now(),
+        "the claim is released for the next redelivery"
+    );
 }
