@@ -229,16 +229,15 @@ async fn login(
             .as_ref()
             .map_or(raw_email.to_lowercase(), |e| e.as_str().to_owned())
     );
-    let keys = [
-        account_key.clone(),
-        format!(
-            "client:{}",
-            forwarded::client_address(peer.map(|c| c.0.0.ip()), &headers, state.trusted_proxy_hops)
-                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-        ),
-    ];
+    let client =
+        forwarded::client_address(peer.map(|c| c.0.0.ip()), &headers, state.trusted_proxy_hops)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let keys = [account_key.clone(), format!("client:{client}")];
     if let Some(wait) = state.limiter.blocked(&keys) {
         outcome("rate_limited");
+        // The client address is logged so an operator can check TRUSTED_PROXY_HOPS against the
+        // real proxies (README, Deploy to Knative); the email is not.
+        tracing::info!(%client, "login refused: rate limited");
         return Err(Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
@@ -256,6 +255,7 @@ async fn login(
     let Some(user) = user.filter(|_| verified) else {
         state.limiter.record_failure(&keys);
         outcome("bad_credentials");
+        tracing::info!(%client, "login refused: bad credentials");
         return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "bad_credentials",
