@@ -6,6 +6,10 @@
 //! ffmpeg-next (the LAME gapless header honoured, like ffprobe's decoded
 //! length). Tests are serialised (one lock) so the file-descriptor count is
 //! meaningful.
+//!
+//! The `long` cases (60 s, 10 min and 60 min; `make-media --long` makes them
+//! in a few minutes the first time, about 250 MB) run only on request:
+//! `VIDMP3_LONG_CORPUS=1 cargo test -p converter --test corpus every_long_case`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,12 +71,66 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn short_cases() -> Vec<&'static Value> {
+    cases(false)
+}
+
+fn cases(long: bool) -> Vec<&'static Value> {
     manifest()["cases"]
         .as_array()
         .expect("cases array")
         .iter()
-        .filter(|c| !c["long"].as_bool().unwrap_or(false))
+        .filter(|c| c["long"].as_bool().unwrap_or(false) == long)
         .collect()
+}
+
+/// The Xing/Info header of an MP3 (the first frame after the ID3v2 tag, which
+/// players read for the duration): its tag (`Xing` for VBR, `Info` for CBR)
+/// and its frame count, or what is wrong.
+fn xing_header(mp3: &[u8]) -> Result<(String, u32), String> {
+    let mut at = 0;
+    if mp3.starts_with(b"ID3") && mp3.len() >= 10 {
+        let size = mp3[6..10]
+            .iter()
+            .fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7f));
+        let footer = if mp3[5] & 0x10 != 0 { 10 } else { 0 };
+        at = 10 + size + footer;
+    }
+    let header = mp3
+        .get(at..at + 4)
+        .ok_or("the file ends before the first frame")?;
+    if header[0] != 0xff || header[1] & 0xe0 != 0xe0 {
+        return Err(format!("no frame sync at byte {at}: {header:02x?}"));
+    }
+    let mpeg1 = (header[1] >> 3) & 3 == 3;
+    let crc = if header[1] & 1 == 0 { 2 } else { 0 };
+    let mono = header[3] >> 6 == 3;
+    let side_info = match (mpeg1, mono) {
+        (true, false) => 32,
+        (true, true) | (false, false) => 17,
+        (false, true) => 9,
+    };
+    let tag_at = at + 4 + crc + side_info;
+    let field = |from: usize| -> Result<u32, String> {
+        let b = mp3.get(from..from + 4).ok_or("the Xing header is cut")?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let tag = mp3
+        .get(tag_at..tag_at + 4)
+        .ok_or("the first frame is cut")?;
+    if tag != b"Xing" && tag != b"Info" {
+        return Err(format!(
+            "no Xing/Info tag in the first frame (found {:?})",
+            String::from_utf8_lossy(tag)
+        ));
+    }
+    let flags = field(tag_at + 4)?;
+    if flags & 1 == 0 {
+        return Err("the Xing header has no frame count".into());
+    }
+    Ok((
+        String::from_utf8_lossy(tag).into_owned(),
+        field(tag_at + 8)?,
+    ))
 }
 
 fn tolerance() -> f64 {
@@ -192,6 +250,17 @@ fn check_case(c: &Value, dir: &Path) -> (String, Vec<String>) {
             );
             if p.format != "mp3" || p.codec != "MP3" {
                 problems.push(format!("output is {}/{}", p.format, p.codec));
+            }
+            match xing_header(&std::fs::read(&out).unwrap()) {
+                // The mp3 demuxer reads past the Xing frame: the packets are the audio frames.
+                Ok((tag, frames)) if (i64::from(frames) - p.packets.len() as i64).abs() <= 1 => {
+                    summary.push_str(&format!(", {tag} header {frames} frames"));
+                }
+                Ok((tag, frames)) => problems.push(format!(
+                    "{tag} header says {frames} frames, the file has {}",
+                    p.packets.len()
+                )),
+                Err(e) => problems.push(e),
             }
             if (p.duration_s() - expected_s).abs() > tolerance() {
                 problems.push(format!(
@@ -367,6 +436,13 @@ fn cbr_bitrate_is_applied() {
         let report = transcode(&input, &out, &options, &mut |_| {}).unwrap();
         let p = probe(&out, true);
         assert!((p.duration_s() - 10.01).abs() <= tolerance(), "{p:?}");
+        let (tag, frames) = xing_header(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(tag, "Info", "a CBR file's header is tagged Info");
+        assert!(
+            (i64::from(frames) - p.packets.len() as i64).abs() <= 1,
+            "{frames} frames in the header, {} in the file",
+            p.packets.len()
+        );
         // Average over the file (tags and Xing frame included): near the target.
         let expect = f64::from(bitrate);
         assert!(
@@ -656,4 +732,73 @@ fn no_declared_duration_limit_and_progress() {
     assert!((report.duration_s - 10.0).abs() < 0.1, "{report:?}");
     assert!(calls.len() >= 2 && calls[0] < 1.0, "{calls:?}");
     assert!(calls.windows(2).all(|w| w[0] <= w[1]), "{calls:?}");
+}
+
+/// An audio track whose codec has no decoder: the Opus track of a corpus MKV with
+/// its CodecID patched to an unknown one of the same length (`A_OPUS` →
+/// `A_XXXX`), so the file stays valid Matroska.
+#[test]
+fn an_audio_codec_with_no_decoder_is_unsupported_codec() {
+    let _lock = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(media().join("mkv_vp9_opus_10s.mkv")).unwrap();
+    let hits: Vec<usize> = bytes
+        .windows(6)
+        .enumerate()
+        .filter(|(_, w)| *w == b"A_OPUS")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(hits.len(), 1, "one CodecID to patch");
+    bytes[hits[0]..hits[0] + 6].copy_from_slice(b"A_XXXX");
+    let input = dir.path().join("unknown_codec.mkv");
+    std::fs::write(&input, &bytes).unwrap();
+    let out = dir.path().join("u.mp3");
+    let err = transcode(&input, &out, &TranscodeOptions::default(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.code(), "unsupported_codec", "{err}");
+    assert!(!err.to_string().is_empty());
+    assert!(!out.exists(), "output left behind");
+}
+
+/// The manifest's `long: true` cases, checked like the short ones. Opt-in
+/// (`VIDMP3_LONG_CORPUS=1`): making them takes minutes and 250 MB, and the
+/// 60-minute case about a minute of encoding.
+#[test]
+fn every_long_case_matches_the_manifest() {
+    if std::env::var("VIDMP3_LONG_CORPUS").as_deref() != Ok("1") {
+        eprintln!(
+            "every_long_case_matches_the_manifest: skipped; VIDMP3_LONG_CORPUS=1 runs it (after make-media --long)"
+        );
+        return;
+    }
+    let _lock = serial();
+    let dir = media();
+    let script = shared().join("scripts/make-media");
+    let made = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .arg("--long")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        made.status.success(),
+        "make-media --long failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = tempfile::tempdir().unwrap();
+    let cases = cases(true);
+    assert!(cases.len() >= 3, "only {} long cases", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let file = c["file"].as_str().unwrap();
+        let started = std::time::Instant::now();
+        let (summary, problems) = check_case(c, out.path());
+        let took = started.elapsed().as_secs_f64();
+        if problems.is_empty() {
+            eprintln!("ok    {file} ({took:.1} s): {summary}");
+        } else {
+            eprintln!("FAIL  {file}: {}", problems.join("; "));
+            failures.push(format!("{file}: {}", problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
