@@ -474,3 +474,338 @@ async fn a_trigger_without_filter_gets_every_event() {
     all.wait_for(2, Duration::from_secs(10)).await;
     runner.shutdown().await;
 }
+
+/// A `deadLetterSink:` block (YAML, indented 4) naming the `dead-letters` ksvc.
+const DEAD_LETTERS_SINK: &str = "    deadLetterSink:\n      ref:\n        apiVersion: serving.knative.dev/v1\n        kind: Service\n        name: dead-letters\n";
+
+/// A TCP server that accepts connections and closes them at once without answering: an HTTP
+/// client sees no response. Returns its URL and the number of connections it accepted.
+async fn hang_up_server() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (url, accepted, task)
+}
+
+/// A URL on 127.0.0.1 where nothing listens (the port was free a moment ago): connection refused.
+fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+#[tokio::test]
+async fn slow_and_silent_subscribers_are_retried_then_dead_lettered_with_code_0() {
+    let ns = unique("timeout");
+    // Answers 202, but only after 1.5 s: past the 0.3 s per-attempt timeout. Were the timeout not
+    // applied, the first attempt would succeed and nothing would be dead-lettered.
+    let slow = Recorder::start(Duration::from_millis(1500), |_, _| {
+        StatusCode::ACCEPTED.into_response()
+    })
+    .await;
+    let (hang_up_url, hang_ups, _hang_up_task) = hang_up_server().await;
+    let refused_url = closed_port_url();
+    let dls = Recorder::accepting().await;
+    let delivery = |retry: u32| {
+        format!(
+            "    retry: {retry}\n    backoffPolicy: linear\n    backoffDelay: PT0.02S\n    timeout: PT0.3S\n{DEAD_LETTERS_SINK}"
+        )
+    };
+    let topo = topology(&[
+        broker_yaml(&ns),
+        trigger_yaml(&ns, "slow", Some("t.slow"), "slow", Some(&delivery(2)), 1),
+        trigger_yaml(
+            &ns,
+            "hangup",
+            Some("t.hangup"),
+            "hangup",
+            Some(&delivery(3)),
+            1,
+        ),
+        trigger_yaml(
+            &ns,
+            "refused",
+            Some("t.refused"),
+            "refused",
+            Some(&delivery(1)),
+            1,
+        ),
+    ]);
+    let _cleanup = Cleanup {
+        amqp_url: shared_amqp_url(),
+        topology: topo.clone(),
+    };
+    let mut subs = SubscriberMap::new();
+    subs.insert("slow", &slow.url).unwrap();
+    subs.insert("hangup", &hang_up_url).unwrap();
+    subs.insert("refused", &refused_url).unwrap();
+    subs.insert("dead-letters", &dls.url).unwrap();
+    let runner = start_runner(topo, subs, &shared_amqp_url()).await;
+    let ingress = runner.ingress_url(&ns, "default");
+    for (id, ty) in [
+        ("slow-1", "t.slow"),
+        ("hangup-1", "t.hangup"),
+        ("refused-1", "t.refused"),
+    ] {
+        assert_eq!(
+            post_binary(&ingress, id, ty, serde_json::json!({"id": id})).await,
+            202
+        );
+    }
+
+    let dead = dls.wait_for(3, Duration::from_secs(20)).await;
+    let by_id = |id: &str| {
+        dead.iter()
+            .find(|r| r.header("ce-id") == Some(id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no dead letter for {id}"))
+    };
+    use base64::Engine;
+    let error_data = |r: &Recorded| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(r.header("ce-knativeerrordata").expect("knativeerrordata"))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    // No response within the timeout, no response at all, no connection: all are code 0.
+    for (id, dest) in [
+        ("slow-1", slow.url.as_str()),
+        ("hangup-1", hang_up_url.as_str()),
+        ("refused-1", refused_url.as_str()),
+    ] {
+        let d = by_id(id);
+        assert_eq!(d.header("ce-knativeerrorcode"), Some("0"), "{id}");
+        assert_eq!(d.header("ce-knativeerrordest"), Some(dest), "{id}");
+        let data = error_data(&d);
+        assert!(data.starts_with("dispatch error"), "{id}: {data}");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&d.body).unwrap(),
+            serde_json::json!({"id": id})
+        );
+    }
+    assert!(
+        error_data(&by_id("slow-1")).contains("timed out"),
+        "the slow subscriber failed on the timeout"
+    );
+
+    // Every attempt was made: retry + 1 of them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(slow.count(), 3, "retry 2 -> 3 attempts, each cut at 0.3 s");
+    assert_eq!(
+        hang_ups.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "retry 3 -> 4 attempts"
+    );
+    assert!(
+        slow.requests()
+            .iter()
+            .all(|r| r.header("ce-id") == Some("slow-1"))
+    );
+
+    // And the dead letters are kept in the Triggers' dead-letter queues too.
+    let amqp = shared_amqp_url();
+    for (trigger, id) in [
+        ("slow", "slow-1"),
+        ("hangup", "hangup-1"),
+        ("refused", "refused-1"),
+    ] {
+        let q = wait_queue(&amqp, &dlq_name(&ns, trigger), 1, Duration::from_secs(5)).await;
+        assert_eq!(q.len(), 1, "{trigger}");
+        assert_eq!(q[0].id(), id);
+        assert_eq!(q[0].attr("knativeerrorcode"), Some("0"));
+    }
+    runner.shutdown().await;
+}
+
+/// A queue that refuses every message (`x-max-length: 0`, `x-overflow: reject-publish`), bound
+/// to `exchange` with `x-match: all` plus `filter`: RabbitMQ then nacks every publish routed to
+/// it (publisher confirms), even when other queues took the message. Exclusive to the returned
+/// connection, so it disappears with it.
+async fn refusing_queue(exchange: &str, filter: &[(&str, &str)]) -> lapin::Connection {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let conn = lapin::Connection::connect(&shared_amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-max-length"), AMQPValue::LongLongInt(0));
+    args.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    let queue = ch
+        .queue_declare(
+            ShortString::from(""),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    let mut bind = FieldTable::default();
+    bind.insert(
+        ShortString::from("x-match"),
+        AMQPValue::LongString(LongString::from("all")),
+    );
+    for (k, v) in filter {
+        bind.insert(
+            ShortString::from(*k),
+            AMQPValue::LongString(LongString::from(v.as_bytes())),
+        );
+    }
+    ch.queue_bind(
+        queue.name().clone(),
+        ShortString::from(exchange),
+        ShortString::from(""),
+        QueueBindOptions::default(),
+        bind,
+    )
+    .await
+    .unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn a_publish_rabbitmq_refuses_is_answered_503_not_202() {
+    let ns = unique("nack");
+    let sub = Recorder::accepting().await;
+    let topo = topology(&[
+        broker_yaml(&ns),
+        trigger_yaml(&ns, "t", Some(T_UPLOADED), "sub", None, 1),
+    ]);
+    let _cleanup = Cleanup {
+        amqp_url: shared_amqp_url(),
+        topology: topo.clone(),
+    };
+    let mut subs = SubscriberMap::new();
+    subs.insert("sub", &sub.url).unwrap();
+    let runner = start_runner(topo, subs, &shared_amqp_url()).await;
+    let ingress = runner.ingress_url(&ns, "default");
+
+    let refusing = refusing_queue(&eventing::amqp::exchange_name(&ns, "default"), &[]).await;
+    let resp = reqwest::Client::new()
+        .post(&ingress)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "n-1")
+        .header("ce-source", "/test")
+        .header("ce-type", T_UPLOADED)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "a nacked publish is not accepted");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let problem: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("nack"),
+        "{problem}"
+    );
+
+    // The same event once RabbitMQ takes it again: 202.
+    refusing.close(200, "done".into()).await.unwrap();
+    assert_eq!(
+        post_binary(&ingress, "n-2", T_UPLOADED, serde_json::json!({})).await,
+        202
+    );
+    sub.wait_for(1, Duration::from_secs(10)).await;
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_whose_reply_rabbitmq_refuses_is_not_acked_but_delivered_again() {
+    let ns = unique("replynack");
+    let conv = Recorder::start(Duration::ZERO, |_, req| {
+        let id = req.header("ce-id").unwrap_or("?").to_string();
+        (
+            StatusCode::OK,
+            [
+                ("ce-specversion", "1.0".to_string()),
+                ("ce-id", format!("reply-{id}")),
+                ("ce-source", "/converter".to_string()),
+                ("ce-type", T_CONVERTED.to_string()),
+                ("content-type", "application/json".to_string()),
+            ],
+            serde_json::json!({"job_id": id}).to_string(),
+        )
+            .into_response()
+    })
+    .await;
+    let notif = Recorder::accepting().await;
+    let topo = topology(&[
+        broker_yaml(&ns),
+        trigger_yaml(&ns, "conv", Some(T_UPLOADED), "converter", None, 1),
+        trigger_yaml(&ns, "notif", Some(T_CONVERTED), "notification", None, 1),
+    ]);
+    let _cleanup = Cleanup {
+        amqp_url: shared_amqp_url(),
+        topology: topo.clone(),
+    };
+    let mut subs = SubscriberMap::new();
+    subs.insert("converter", &conv.url).unwrap();
+    subs.insert("notification", &notif.url).unwrap();
+    let runner = start_runner(topo, subs, &shared_amqp_url()).await;
+    let ingress = runner.ingress_url(&ns, "default");
+
+    // Only the replies are refused; the original event is stored normally.
+    let refusing = refusing_queue(
+        &eventing::amqp::exchange_name(&ns, "default"),
+        &[("type", T_CONVERTED)],
+    )
+    .await;
+    assert_eq!(
+        post_binary(&ingress, "u-1", T_UPLOADED, serde_json::json!({})).await,
+        202
+    );
+    // The reply is not confirmed, so u-1 is requeued rather than acked, and comes back.
+    let got = conv.wait_for(2, Duration::from_secs(10)).await;
+    assert!(got.iter().all(|r| r.header("ce-id") == Some("u-1")));
+
+    // Once replies are taken, the next delivery's reply is confirmed, u-1 is acked, and the
+    // deliveries stop.
+    refusing.close(200, "done".into()).await.unwrap();
+    notif.wait_for(1, Duration::from_secs(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = conv.count();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if conv.count() == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "u-1 is still being redelivered after its reply was stored"
+        );
+    }
+    runner.shutdown().await;
+    assert!(
+        drain_queue(&shared_amqp_url(), &eventing::amqp::queue_name(&ns, "conv"))
+            .await
+            .is_empty(),
+        "u-1 was acked in the end"
+    );
+    assert!(
+        notif
+            .requests()
+            .iter()
+            .all(|r| r.header("ce-id") == Some("reply-u-1"))
+    );
+}
