@@ -193,7 +193,6 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/redeliver", post(outbox::redeliver))
         .route("/openapi.json", get(openapi::serve_openapi))
         .merge(web::routes(state.settings.max_upload_bytes))
-        .fallback(|| async { Problem::not_found("no such route") })
         .with_state(state.clone());
     web::with_security_headers(
         telemetry::instrument(routes, "gateway", readiness),

@@ -298,6 +298,44 @@ fn basic(email: &str, password: &str) -> String {
     )
 }
 
+/// A client rotating the X-Forwarded-For it sends stays one client for auth's per-client bound: the gateway
+/// (TRUSTED_PROXY_HOPS=0) forwards the address it saw, and auth (TRUSTED_PROXY_HOPS=1) keys on it.
+#[tokio::test]
+async fn a_client_rotating_x_forwarded_for_through_the_gateway_reaches_its_own_429() {
+    let (auth, _) = spawn_auth(
+        &[
+            ("LOGIN_MAX_FAILURES", "2"),
+            ("LOGIN_MAX_CLIENT_FAILURES", "4"),
+        ],
+        true,
+    )
+    .await;
+    let app = spawn_app_with(&auth, &[]).await;
+    let login = |email: String, claimed: String| {
+        app.client
+            .post(format!("{}/login", app.url))
+            .header("authorization", basic(&email, "a guess"))
+            .header("x-forwarded-for", claimed)
+            .send()
+    };
+    for i in 0..4 {
+        let r = login(format!("t{i}@example.com"), format!("198.51.100.{i}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    let r = login("t9@example.com".into(), "198.51.100.250".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "rotating X-Forwarded-For escaped the client bound"
+    );
+    let (_, body) = problem_of(r).await;
+    assert_eq!(body["code"], "too_many_attempts");
+}
+
 #[tokio::test]
 async fn login_brute_force_through_the_gateway_is_429_whatever_the_client_claims_to_be() {
     let (auth, auth_state) = spawn_auth(&[("LOGIN_MAX_FAILURES", "3")], true).await;
