@@ -247,7 +247,9 @@ pub fn jobs(db: &Database) -> Collection<Job> {
     db.collection(JOBS)
 }
 
-/// Creates the indexes the functions query by (idempotent): `(owner_id, created_at)` and `event_pending`.
+/// Creates the indexes the functions query by (idempotent): `(owner_id, _id)` for a user's jobs newest
+/// first (`GET /jobs` filters by owner and pages by the time-ordered UUIDv7 `_id`) and `event_pending`
+/// for the outbox.
 ///
 /// # Errors
 /// MongoDB errors.
@@ -256,7 +258,7 @@ pub async fn ensure_indexes(db: &Database) -> mongodb::error::Result<()> {
     jobs(db)
         .create_indexes([
             IndexModel::builder()
-                .keys(doc! {"owner_id": 1, "created_at": -1})
+                .keys(doc! {"owner_id": 1, "_id": -1})
                 .build(),
             IndexModel::builder()
                 .keys(doc! {"event_pending": 1})
