@@ -425,7 +425,6 @@ async fn convert(state: &AppState, job: &Job, encoding: Encoding) -> Result<Conv
         (result, input, output)
     })
     .await;
-    drop(heartbeat);
     let (result, _input, output) = blocking.map_err(|_| {
         Failure::Permanent(TranscodeError::Internal("the conversion crashed".into()))
     })?;
@@ -468,6 +467,8 @@ async fn convert(state: &AppState, job: &Job, encoding: Encoding) -> Result<Conv
         )
         .return_document(ReturnDocument::After)
         .await;
+    // Renewed until here: storing a long MP3 can outlast LEASE_MS too.
+    drop(heartbeat);
     match updated {
         Ok(Some(job)) => Ok(Converted::Stored(job)),
         Ok(None) => {

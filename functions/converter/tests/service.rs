@@ -470,6 +470,9 @@ async fn a_caller_gone_mid_conversion_does_not_leave_the_job_converting() {
     );
 }
 
+/// 409, retryable, rather than 200: the lease holder may still finish, and a retry after it has gets the
+/// 200 reply; if it dies instead, its lease expires and a retry takes the job over (next test). A 200 here
+/// would end the delivery with no reply at all in that case.
 #[tokio::test]
 async fn a_live_lease_gets_409_and_changes_nothing() {
     testkit::ensure_services();
@@ -502,6 +505,7 @@ async fn a_live_lease_gets_409_and_changes_nothing() {
     assert_eq!(app.count("mp3s.files").await, 0);
 }
 
+/// A converter that died leaves its lease to run out; the next delivery takes the job over.
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_and_converts_once() {
     testkit::ensure_services();
