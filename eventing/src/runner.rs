@@ -22,6 +22,12 @@ use url::Url;
 /// Default cap of an incoming event body and of a reply event body: 256 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// How long a delivery waits before it is requeued because RabbitMQ refused what had to be stored
+/// first (its reply, its dead letter). A requeued message comes back at once and is delivered to the
+/// subscriber again, so without a pause a refusing RabbitMQ (a full queue with `reject-publish`, a
+/// memory alarm) would turn into a tight loop of deliveries.
+pub const REFUSED_PUBLISH_REQUEUE_DELAY: Duration = Duration::from_secs(1);
+
 /// How the runner is set up. Build with [`Config::new`] and adjust the public fields.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -608,6 +614,7 @@ async fn handle_delivery(
                 }
                 Err(e) => {
                     tracing::warn!(%trigger, id = event.id(), error = %e, "reply not published; requeueing the event");
+                    pause_before_requeue(&stop).await;
                     requeue(&delivery, trigger).await;
                 }
             }
@@ -621,6 +628,7 @@ async fn handle_delivery(
             dead.add_error_extensions(route.subscriber.as_str(), status, &body);
             if let Err(e) = shared.publish_waiting("", &route.dlq, &dead).await {
                 tracing::warn!(%trigger, id = event.id(), error = %e, "dead letter not stored; requeueing the event");
+                pause_before_requeue(&stop).await;
                 requeue(&delivery, trigger).await;
                 return;
             }
@@ -663,6 +671,14 @@ async fn handle_delivery(
 async fn ack(delivery: &Delivery, trigger: &str) {
     if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
         tracing::warn!(%trigger, error = %e, "ack failed (connection lost?); RabbitMQ will redeliver");
+    }
+}
+
+/// Waits [`REFUSED_PUBLISH_REQUEUE_DELAY`], or less when the runner is stopping.
+async fn pause_before_requeue(stop: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(REFUSED_PUBLISH_REQUEUE_DELAY) => {}
+        () = stop.cancelled() => {}
     }
 }
 

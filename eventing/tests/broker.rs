@@ -778,15 +778,25 @@ async fn an_event_whose_reply_rabbitmq_refuses_is_not_acked_but_delivered_again(
     // The reply is not confirmed, so u-1 is requeued rather than acked, and comes back.
     let got = conv.wait_for(2, Duration::from_secs(10)).await;
     assert!(got.iter().all(|r| r.header("ce-id") == Some("u-1")));
+    // ...but not in a tight loop: each requeue waits REFUSED_PUBLISH_REQUEUE_DELAY (1 s), so 3 s of
+    // refusals are a handful of deliveries (hundreds without the pause).
+    let before = conv.count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = conv.count() - before;
+    assert!(
+        (1..=5).contains(&during),
+        "{during} deliveries in 3 s while RabbitMQ refused the reply: a retry storm, or none at all"
+    );
 
     // Once replies are taken, the next delivery's reply is confirmed, u-1 is acked, and the
     // deliveries stop.
     refusing.close(200, "done".into()).await.unwrap();
     notif.wait_for(1, Duration::from_secs(10)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let before = conv.count();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Quiet for longer than a requeue's pause (REFUSED_PUBLISH_REQUEUE_DELAY).
+        tokio::time::sleep(eventing::runner::REFUSED_PUBLISH_REQUEUE_DELAY * 2).await;
         if conv.count() == before {
             break;
         }
