@@ -835,3 +835,59 @@ async fn with_no_trusted_proxy_x_forwarded_for_is_ignored() {
         .unwrap();
     assert_eq!(r.status(), 429);
 }
+
+/// One `SHOW GLOBAL STATUS` counter of the server at `url`, over a fresh connection.
+async fn global_status(url: &str, name: &str) -> u64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+    let (value,): (String,) = sqlx::query_as(
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = ?",
+    )
+    .bind(name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    value.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_for_idleness_is_replaced_not_a_500() {
+    // A private server, so the short idle timeout cannot break the shared MariaDB's other users.
+    let mariadb = testkit::MariaDbServer::start().await;
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::MySqlConnection::connect(&mariadb.url).await.unwrap();
+        // Sessions take their timeout from the global value when they connect, so set it before the pool
+        // opens its first connection. Both: the server picks one by the client's CLIENT_INTERACTIVE flag.
+        for sql in [
+            "SET GLOBAL wait_timeout = 2",
+            "SET GLOBAL interactive_timeout = 2",
+        ] {
+            sqlx::query(sql).execute(&mut admin).await.unwrap();
+        }
+    }
+    let app = spawn_app_with(&mariadb.url, &[]).await;
+    app.add_user("idle@example.com", "idle's password", false)
+        .await;
+    assert_eq!(
+        app.login("idle@example.com", "idle's password")
+            .await
+            .status(),
+        200
+    );
+    let aborted_before = global_status(&mariadb.url, "Aborted_clients").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The precondition, or the test proves nothing: the server did drop the idle pooled connections.
+    let aborted_after = global_status(&mariadb.url, "Aborted_clients").await;
+    assert!(
+        aborted_after > aborted_before,
+        "the server closed no idle connection (Aborted_clients {aborted_before} -> {aborted_after})"
+    );
+    let again = app.login("idle@example.com", "idle's password").await;
+    assert_eq!(
+        again.status(),
+        200,
+        "a connection the server dropped is replaced by the pool, not handed to the query"
+    );
+    assert!(!again.text().await.unwrap().is_empty(), "a token");
+}
