@@ -724,3 +724,58 @@ async fn convert_concurrency_1_converts_one_job_at_a_time() {
     let (most, _) = overlap("2").await;
     assert_eq!(most, 2);
 }
+
+/// The sum of the samples of `metric` whose label set contains `labels` (`outcome="converted"`) in a
+/// Prometheus text exposition; 0 when there is none.
+fn metric_value(exposition: &str, metric: &str, labels: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(metric)?.strip_prefix('{'))
+        .filter(|rest| rest.split('}').next().is_some_and(|l| l.contains(labels)))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl App {
+    async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_conversions_by_outcome_and_time_the_event_route() {
+    testkit::ensure_services();
+    let app = spawn_app(&testkit::shared_mongo_uri()).await;
+    // The recorder is process-wide and other tests convert concurrently: compare with a before value
+    // and expect at least this test's own increment.
+    let before = app.metrics().await;
+    let event = app
+        .uploaded("mp4_h264_aac_faststart_10s.mp4", OutputOptions::default())
+        .await;
+    assert_eq!(app.deliver(event).await.status(), 200);
+    let after = app.metrics().await;
+    let converted =
+        |text: &str| metric_value(text, "converter_conversions_total", "outcome=\"converted\"");
+    assert!(
+        converted(&after) >= converted(&before) + 1.0,
+        "converter_conversions_total{{outcome=\"converted\"}} did not grow: {after}"
+    );
+    let route = "method=\"POST\",route=\"/\",status=\"200\"";
+    assert!(
+        after.contains(&format!(
+            "http_request_duration_seconds_bucket{{{route},le=\"+Inf\"}}"
+        )),
+        "a latency histogram for POST /: {after}"
+    );
+    assert!(
+        metric_value(&after, "http_request_duration_seconds_count", route) >= 1.0,
+        "{after}"
+    );
+}
