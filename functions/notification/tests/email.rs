@@ -942,3 +942,70 @@ fn a_password_without_tls_to_a_remote_host_is_a_config_error() {
         .to_string();
     assert!(e.starts_with("SMTP_TIMEOUT_SECONDS"), "{e}");
 }
+
+/// The sum of the samples of `metric` whose label set contains `labels` (`outcome="sent"`) in a
+/// Prometheus text exposition; 0 when there is none.
+fn metric_value(exposition: &str, metric: &str, labels: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(metric)?.strip_prefix('{'))
+        .filter(|rest| rest.split('}').next().is_some_and(|l| l.contains(labels)))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl App {
+    async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_emails_by_outcome_and_time_the_event_route() {
+    let app = spawn_app(testkit::SmtpServer::start().await).await;
+    // The recorder is process-wide and other tests send concurrently: compare with a before value and
+    // expect at least this test's own increment.
+    let before = app.metrics().await;
+    app.insert(&job(
+        "job-metrics",
+        "clip.mp4",
+        "owner@example.com",
+        JobState::Converted,
+    ))
+    .await;
+    let r = app
+        .deliver(converted("job-metrics", "clip.mp4", "owner@example.com"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.smtp
+            .wait_for_messages(1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+    let after = app.metrics().await;
+    let sent = |text: &str| metric_value(text, "notification_emails_total", "outcome=\"sent\"");
+    assert!(
+        sent(&after) >= sent(&before) + 1.0,
+        "notification_emails_total{{outcome=\"sent\"}} did not grow: {after}"
+    );
+    let route = "method=\"POST\",route=\"/\",status=\"200\"";
+    assert!(
+        after.contains(&format!(
+            "http_request_duration_seconds_bucket{{{route},le=\"+Inf\"}}"
+        )),
+        "a latency histogram for POST /: {after}"
+    );
+    assert!(
+        metric_value(&after, "http_request_duration_seconds_count", route) >= 1.0,
+        "{after}"
+    );
+}
