@@ -232,20 +232,27 @@ fn find_mp3_encoder() -> Option<ffmpeg::Codec> {
     ffmpeg::encoder::find_by_name("libmp3lame")
 }
 
-/// Checks that FFmpeg initialises and has the libmp3lame encoder. Call it at
-/// start-up; it initialises FFmpeg (idempotent) and silences FFmpeg's own
-/// logging below error level.
+/// Environment variable naming the encoder [`check_encoder`] looks for
+/// (default `libmp3lame`). A test/diagnostic knob read only by the check:
+/// a name FFmpeg lacks shows the start-up failure without a stripped FFmpeg.
+/// Conversions always use libmp3lame.
+pub const MP3_ENCODER_VAR: &str = "VIDMP3_MP3_ENCODER";
+
+/// Checks that FFmpeg initialises and has the libmp3lame encoder (or the one
+/// named by [`MP3_ENCODER_VAR`]). Call it at start-up; it initialises FFmpeg
+/// (idempotent) and silences FFmpeg's own logging below error level.
 ///
 /// # Errors
 /// [`TranscodeError::Internal`] if FFmpeg fails to initialise or was built
-/// without libmp3lame.
+/// without the encoder; the message names it.
 pub fn check_encoder() -> Result<(), TranscodeError> {
     init()?;
-    match find_mp3_encoder() {
+    let name = std::env::var(MP3_ENCODER_VAR).unwrap_or_else(|_| "libmp3lame".to_owned());
+    match ffmpeg::encoder::find_by_name(&name) {
         Some(_) => Ok(()),
-        None => Err(TranscodeError::Internal(
-            "this FFmpeg build has no libmp3lame encoder".into(),
-        )),
+        None => Err(TranscodeError::Internal(format!(
+            "this FFmpeg build has no {name} encoder"
+        ))),
     }
 }
 
