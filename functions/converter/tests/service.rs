@@ -725,17 +725,6 @@ async fn convert_concurrency_1_converts_one_job_at_a_time() {
     assert_eq!(most, 2);
 }
 
-/// The sum of the samples of `metric` whose label set contains `labels` (`outcome="converted"`) in a
-/// Prometheus text exposition; 0 when there is none.
-fn metric_value(exposition: &str, metric: &str, labels: &str) -> f64 {
-    exposition
-        .lines()
-        .filter_map(|line| line.strip_prefix(metric)?.strip_prefix('{'))
-        .filter(|rest| rest.split('}').next().is_some_and(|l| l.contains(labels)))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 impl App {
     async fn metrics(&self) -> String {
         let r = self
@@ -761,8 +750,9 @@ async fn metrics_count_conversions_by_outcome_and_time_the_event_route() {
         .await;
     assert_eq!(app.deliver(event).await.status(), 200);
     let after = app.metrics().await;
-    let converted =
-        |text: &str| metric_value(text, "converter_conversions_total", "outcome=\"converted\"");
+    let converted = |text: &str| {
+        testkit::metric_value(text, "converter_conversions_total", "outcome=\"converted\"")
+    };
     assert!(
         converted(&after) >= converted(&before) + 1.0,
         "converter_conversions_total{{outcome=\"converted\"}} did not grow: {after}"
@@ -775,7 +765,7 @@ async fn metrics_count_conversions_by_outcome_and_time_the_event_route() {
         "a latency histogram for POST /: {after}"
     );
     assert!(
-        metric_value(&after, "http_request_duration_seconds_count", route) >= 1.0,
+        testkit::metric_value(&after, "http_request_duration_seconds_count", route) >= 1.0,
         "{after}"
     );
 }

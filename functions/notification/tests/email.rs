@@ -943,17 +943,6 @@ fn a_password_without_tls_to_a_remote_host_is_a_config_error() {
     assert!(e.starts_with("SMTP_TIMEOUT_SECONDS"), "{e}");
 }
 
-/// The sum of the samples of `metric` whose label set contains `labels` (`outcome="sent"`) in a
-/// Prometheus text exposition; 0 when there is none.
-fn metric_value(exposition: &str, metric: &str, labels: &str) -> f64 {
-    exposition
-        .lines()
-        .filter_map(|line| line.strip_prefix(metric)?.strip_prefix('{'))
-        .filter(|rest| rest.split('}').next().is_some_and(|l| l.contains(labels)))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 impl App {
     async fn metrics(&self) -> String {
         let r = self
@@ -992,7 +981,8 @@ async fn metrics_count_emails_by_outcome_and_time_the_event_route() {
         1
     );
     let after = app.metrics().await;
-    let sent = |text: &str| metric_value(text, "notification_emails_total", "outcome=\"sent\"");
+    let sent =
+        |text: &str| testkit::metric_value(text, "notification_emails_total", "outcome=\"sent\"");
     assert!(
         sent(&after) >= sent(&before) + 1.0,
         "notification_emails_total{{outcome=\"sent\"}} did not grow: {after}"
@@ -1005,7 +995,7 @@ async fn metrics_count_emails_by_outcome_and_time_the_event_route() {
         "a latency histogram for POST /: {after}"
     );
     assert!(
-        metric_value(&after, "http_request_duration_seconds_count", route) >= 1.0,
+        testkit::metric_value(&after, "http_request_duration_seconds_count", route) >= 1.0,
         "{after}"
     );
 }

@@ -195,6 +195,17 @@ pub fn shared_mail_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".dev/mail"))
 }
 
+/// The sum of the samples of `metric` whose label set contains `labels` (e.g. `outcome="sent"`) in a
+/// Prometheus text exposition (`/metrics`, text format 0.0.4); 0 when there is none.
+pub fn metric_value(exposition: &str, metric: &str, labels: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(metric)?.strip_prefix('{'))
+        .filter(|rest| rest.split('}').next().is_some_and(|l| l.contains(labels)))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `prefix` followed by 10 random lowercase letters and digits (for database names, buckets,
 /// queues, recipients…).
 pub fn unique_name(prefix: &str) -> String {
