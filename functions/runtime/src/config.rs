@@ -184,21 +184,56 @@ pub fn mysql_url(env: &Env, var: &str) -> Result<String, ConfigError> {
     Ok(url)
 }
 
-/// `message` with the password of `url` (if any, and if the message quotes it) replaced by `***`: parser
-/// errors may quote the input, and a config error line goes to the log.
+/// `message` with `url`'s password replaced by `***` wherever the message quotes the URL or its
+/// `user:password@` part: parser errors may quote the input, and a config error line goes to the log. The
+/// bare password is not searched for, since a short one ("p") also occurs in the driver's own words.
 fn error_without_secret(message: &str, url: &str) -> String {
     let redacted = redact_url(url);
     let message = message.replace(url, &redacted);
-    let password = url
+    let userinfo = url
         .split_once("://")
         .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
         .and_then(|authority| authority.rsplit_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, password)| password)
-        .filter(|p| !p.is_empty());
-    match password {
-        Some(p) => message.replace(p, "***"),
+        .map(|(userinfo, _)| userinfo);
+    match userinfo.and_then(|u| Some((u, u.split_once(':')?.0))) {
+        Some((userinfo, user)) => message.replace(&format!("{userinfo}@"), &format!("{user}:***@")),
         None => message,
+    }
+}
+
+/// An optional public base URL in `var` (how clients reach the service, the start of links in answers
+/// and emails), `default` when unset: an absolute `http://` or `https://` URL with a host and no query or
+/// fragment, returned as given without its trailing slashes (`https://vidmp3.example/` →
+/// `https://vidmp3.example`) so that `{base}/path` joins cleanly.
+///
+/// # Errors
+/// [`ConfigError`] naming `var` when the value is not such a URL (`foo`, `ftp://x`, `https://x/?a=1`).
+pub fn public_base_url(env: &Env, var: &str, default: &str) -> Result<String, ConfigError> {
+    let raw = env.raw(var).unwrap_or_else(|| default.to_owned());
+    let raw = raw.trim();
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        ConfigError::new(
+            var,
+            format!("invalid value {raw:?}: not an absolute http(s) URL ({e})"),
+        )
+    })?;
+    let problem = if !matches!(url.scheme(), "http" | "https") {
+        Some("must be an http:// or https:// URL")
+    } else if url.host_str().is_none_or(str::is_empty) {
+        Some("has no host")
+    } else if url.query().is_some() {
+        Some("must not have a query (?...)")
+    } else if url.fragment().is_some() {
+        Some("must not have a fragment (#...)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ConfigError::new(
+            var,
+            format!("invalid value {raw:?}: {problem}"),
+        )),
+        None => Ok(raw.trim_end_matches('/').to_owned()),
     }
 }
 
@@ -355,6 +390,74 @@ mod tests {
             "mongodb://127.0.0.1:27018/?directConnection=true",
         )]);
         assert!(MongoSettings::from_env(&env).is_ok());
+    }
+
+    #[test]
+    fn a_short_password_is_masked_only_in_the_userinfo() {
+        // One letter, and a password that is also part of the option's name: the driver's own words stay.
+        for (uri, password) in [
+            ("mongodb://u:p@127.0.0.1:1/?connectTimeoutMS=abc", "p"),
+            (
+                "mongodb://u:connect@127.0.0.1:1/?connectTimeoutMS=abc",
+                "connect",
+            ),
+        ] {
+            let env = Env::from_pairs([("MONGODB_URI", uri)]);
+            let err = MongoSettings::from_env(&env).unwrap_err();
+            assert!(!err.reason.contains("***"), "{uri}: {err}");
+            assert!(
+                err.reason.contains("connecttimeoutms") && err.reason.contains("option"),
+                "{uri}: {err}"
+            );
+            let quoted = format!("invalid argument: {uri} (u:{password}@127.0.0.1)");
+            assert_eq!(
+                error_without_secret(&quoted, uri),
+                format!("invalid argument: {} (u:***@127.0.0.1)", redact_url(uri)),
+                "{uri}"
+            );
+        }
+        assert_eq!(
+            error_without_secret("option p is not a pair", "mysql://u:p@h/db"),
+            "option p is not a pair"
+        );
+    }
+
+    #[test]
+    fn a_public_base_url_is_an_absolute_http_url_without_query_or_fragment() {
+        for (raw, expected) in [
+            ("https://vidmp3.example/", "https://vidmp3.example"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("https://example.com/vidmp3//", "https://example.com/vidmp3"),
+        ] {
+            let env = Env::from_pairs([("PUBLIC_BASE_URL", raw)]);
+            assert_eq!(
+                public_base_url(&env, "PUBLIC_BASE_URL", "http://localhost:8080").unwrap(),
+                expected
+            );
+        }
+        let unset = Env::from_pairs([("OTHER", "x")]);
+        assert_eq!(
+            public_base_url(&unset, "PUBLIC_BASE_URL", "http://localhost:8080").unwrap(),
+            "http://localhost:8080"
+        );
+        for raw in [
+            "foo",
+            "/relative",
+            "ftp://example.com",
+            "mailto:a@example.com",
+            "https://example.com/?a=1",
+            "https://example.com/#job=1",
+        ] {
+            let env = Env::from_pairs([("PUBLIC_BASE_URL", raw)]);
+            let err =
+                public_base_url(&env, "PUBLIC_BASE_URL", "http://localhost:8080").unwrap_err();
+            assert_eq!(err.var, "PUBLIC_BASE_URL", "{raw}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("PUBLIC_BASE_URL: invalid value {raw:?}")),
+                "{raw}: {err}"
+            );
+        }
     }
 
     #[test]
