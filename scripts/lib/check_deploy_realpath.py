@@ -122,12 +122,12 @@ def scenarios():
           "SMTP_URL": f"smtps://app:new-{_token()}@smtp.example:465"},
          None),
         ("redeploy: new SMTP_URL, the rest from the Secret",
-         [],
+         ["--image", "registry.example.com/vidmp3:check-deploy-2"],
          {"SMTP_URL": f"smtp://other:chg-{_token()}@smtp2.example:587",
           "PUBLIC_BASE_URL": "https://mp3.example.org", "MAIL_FROM": "vidmp3 <mp3@example.org>"},
          dict(existing)),
         ("redeploy: nothing set, Secret kept",
-         [], {}, dict(existing)),
+         ["--image", "registry.example.com/vidmp3:check-deploy-3"], {}, dict(existing)),
     ]
 
 
