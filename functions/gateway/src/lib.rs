@@ -91,10 +91,11 @@ impl Settings {
             jwt: JwtSettings::from_env(env)?,
             sink,
             max_upload_bytes,
-            public_base_url: env
-                .or("PUBLIC_BASE_URL", "http://localhost:8080".to_owned())?
-                .trim_end_matches('/')
-                .to_owned(),
+            public_base_url: vidmp3_runtime::config::public_base_url(
+                env,
+                "PUBLIC_BASE_URL",
+                "http://localhost:8080",
+            )?,
             db_connect_timeout: env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5)?,
             upload_idle_timeout: positive_seconds(env, "UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
             upload_timeout: positive_seconds(env, "UPLOAD_TIMEOUT_SECONDS", 600)?,

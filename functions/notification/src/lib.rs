@@ -142,10 +142,11 @@ impl Settings {
             mongo: MongoSettings::from_env(env)?,
             transport,
             from,
-            public_base_url: env
-                .or("PUBLIC_BASE_URL", "http://localhost:8080".to_owned())?
-                .trim_end_matches('/')
-                .to_owned(),
+            public_base_url: vidmp3_runtime::config::public_base_url(
+                env,
+                "PUBLIC_BASE_URL",
+                "http://localhost:8080",
+            )?,
             smtp_timeout: smtp_timeout(env)?,
             db_connect_timeout: env.seconds("DB_CONNECT_TIMEOUT_SECONDS", 5)?,
         })
