@@ -17,11 +17,11 @@ fn main() -> ExitCode {
     while let Some(flag) = args.next() {
         let value = args.next().and_then(|v| v.parse::<u32>().ok());
         match (flag.as_str(), value) {
-            ("--cbr", Some(kbps)) => options.encoding = Encoding::Cbr { bitrate_kbps: kbps },
+            ("--cbr", Some(kbps)) => options.encoding = Some(Encoding::Cbr { bitrate_kbps: kbps }),
             ("--vbr", Some(q)) => {
-                options.encoding = Encoding::Vbr {
+                options.encoding = Some(Encoding::Vbr {
                     quality: q.min(9) as u8,
-                }
+                })
             }
             _ => {
                 eprintln!("usage: transcode IN OUT [--cbr KBPS | --vbr Q]");

@@ -23,7 +23,10 @@
 //!
 //! Encoding options: the event's `data.output` when it sets one, else the job's `output` (what the upload
 //! asked for). The gateway writes the same options into both; the event wins so a replayed or hand-made
-//! event can ask for another encoding.
+//! event can ask for another encoding. When neither sets `bitrate_kbps` nor `vbr_quality` (both absent is
+//! the only "default" case: an explicit `vbr_quality: 2` counts as given), an MP3 source is stream-copied
+//! and anything else is encoded VBR quality 2; when either sets one, every source, MP3 included, is
+//! re-encoded with it (see [`transcode::TranscodeOptions::encoding`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -329,13 +332,14 @@ async fn release(state: &AppState, job_id: &str) {
     }
 }
 
-/// The encoding to use: the event's options when it sets one, else the job's (see the module docs).
-fn encoding(event: &OutputOptions, job: &OutputOptions) -> Encoding {
+/// The encoding asked for: the event's options when it sets one, else the job's; `None` when neither sets
+/// any, which lets the transcoder stream-copy an MP3 source (see the module docs).
+fn encoding(event: &OutputOptions, job: &OutputOptions) -> Option<Encoding> {
     let options = if event.is_default() { job } else { event };
     match (options.bitrate_kbps, options.vbr_quality) {
-        (Some(kbps), _) => Encoding::Cbr { bitrate_kbps: kbps },
-        (None, Some(q)) => Encoding::Vbr { quality: q },
-        (None, None) => Encoding::default(),
+        (Some(kbps), _) => Some(Encoding::Cbr { bitrate_kbps: kbps }),
+        (None, Some(q)) => Some(Encoding::Vbr { quality: q }),
+        (None, None) => None,
     }
 }
 
@@ -349,7 +353,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn convert(state: &AppState, job: &Job, encoding: Encoding) -> Result<Converted, Failure> {
+async fn convert(
+    state: &AppState,
+    job: &Job,
+    encoding: Option<Encoding>,
+) -> Result<Converted, Failure> {
     let video_id = job
         .video_id
         .ok_or_else(|| Failure::Permanent(TranscodeError::EmptyFile))?;
@@ -619,9 +627,19 @@ mod tests {
             vbr_quality: Some(5),
         };
         let default = OutputOptions::default();
-        assert_eq!(encoding(&cbr(96), &vbr), Encoding::Cbr { bitrate_kbps: 96 });
-        assert_eq!(encoding(&default, &vbr), Encoding::Vbr { quality: 5 });
-        assert_eq!(encoding(&default, &default), Encoding::default());
+        assert_eq!(
+            encoding(&cbr(96), &vbr),
+            Some(Encoding::Cbr { bitrate_kbps: 96 })
+        );
+        assert_eq!(encoding(&default, &vbr), Some(Encoding::Vbr { quality: 5 }));
+        // No option anywhere is the only case left to the transcoder's default (which may stream-copy); an
+        // explicit VBR q2, the same encoding as the default, still counts as asked for.
+        assert_eq!(encoding(&default, &default), None);
+        let q2 = OutputOptions {
+            bitrate_kbps: None,
+            vbr_quality: Some(2),
+        };
+        assert_eq!(encoding(&default, &q2), Some(Encoding::Vbr { quality: 2 }));
     }
 
     #[test]

@@ -14,12 +14,15 @@
 //!    errors are counted and logged and the loop gives up after
 //!    [`MAX_CONSECUTIVE_READ_ERRORS`] in a row (a truncated file is converted as
 //!    far as it goes and reported as [`TranscodeReport::partial`]);
-//! 5. if the track is already MP3, copies its packets unchanged into the MP3
-//!    muxer (no re-encode); otherwise decodes, converts with swresample to
-//!    planar float at an MP3-legal rate with at most two channels, cuts the
-//!    samples into the encoder's fixed frame size and encodes with libmp3lame
-//!    (VBR quality 2 by default), flushing decoder, resampler, buffer and
-//!    encoder at the end so no tail is lost;
+//! 5. if the track is already MP3 and no encoding was asked for
+//!    ([`TranscodeOptions::encoding`] is `None`), copies its packets unchanged
+//!    into the MP3 muxer (no re-encode); otherwise (any other codec, or an
+//!    explicit [`Encoding`], even for an MP3 source) decodes, converts with
+//!    swresample to planar float at an MP3-legal rate with at most two
+//!    channels, cuts the samples into the encoder's fixed frame size and
+//!    encodes with libmp3lame (VBR quality 2 when no encoding was asked for),
+//!    flushing decoder, resampler, buffer and encoder at the end so no tail is
+//!    lost;
 //! 6. writes the MP3 muxer's output: an ID3v2.4 tag with the source's title,
 //!    artist, album, date, genre and track (not container noise such as
 //!    `major_brand` or `encoder`) and the Xing/LAME header with the frame count
@@ -79,8 +82,9 @@ const TAG_KEYS: [&str; 9] = [
     "composer",
 ];
 
-/// How the MP3 is encoded. Ignored when the source audio is already MP3 and is
-/// copied unchanged (see [`TranscodeReport::stream_copied`]).
+/// How the MP3 is encoded, when asked for explicitly through
+/// [`TranscodeOptions::encoding`]. An explicit encoding is always applied, also
+/// to a source that is already MP3 (it is then decoded and re-encoded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     /// Variable bit rate with LAME's quality scale, `0..=9`, 0 best (largest).
@@ -108,8 +112,13 @@ impl Default for Encoding {
 /// What [`transcode`] should do beyond the defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TranscodeOptions {
-    /// Bit rate mode and quality of the MP3.
-    pub encoding: Encoding,
+    /// Bit rate mode and quality of the MP3. `None` (no option given): an MP3
+    /// source is copied unchanged and any other source is encoded with
+    /// [`Encoding::default`] (VBR quality 2). `Some`: every source, MP3
+    /// included, is encoded with it, so the requested bit rate or quality is
+    /// what comes out. `None` is kept apart from `Some(Encoding::default())`
+    /// on purpose: asking for VBR q2 explicitly re-encodes an MP3 source.
+    pub encoding: Option<Encoding>,
     /// Longest audio accepted, in seconds. A file whose audio stream (or, when
     /// the stream has none, container) duration says longer is refused with
     /// [`TranscodeError::TooLong`] before anything is decoded, and the job also
@@ -137,8 +146,8 @@ pub struct TranscodeReport {
     pub bitrate_kbps: u32,
     /// Size of the output file in bytes.
     pub size_bytes: u64,
-    /// True when the source audio was already MP3 and its frames were copied
-    /// byte for byte instead of re-encoded.
+    /// True when the source audio was already MP3 and no encoding was asked
+    /// for, so its frames were copied byte for byte instead of re-encoded.
     pub stream_copied: bool,
     /// True when the input is damaged: the demuxer reported read errors other
     /// than end of file (see [`read_errors`](Self::read_errors)) or audio
@@ -720,7 +729,9 @@ fn run(
         file_size,
         ..Damage::default()
     };
-    let result = if source.codec_id == Id::MP3 {
+    // Copy only when nothing was asked for: an explicit bit rate or quality
+    // must show in the output, whatever the source codec.
+    let result = if source.codec_id == Id::MP3 && options.encoding.is_none() {
         stream_copy(
             &mut ictx,
             &source,
@@ -1279,7 +1290,7 @@ impl Pipeline {
         enc.set_channels(channels as i32);
         let enc_tb = Rational::new(1, rate as i32);
         enc.set_time_base(enc_tb);
-        match options.encoding {
+        match options.encoding.unwrap_or_default() {
             Encoding::Vbr { quality } => {
                 enc.set_flags(codec::Flags::QSCALE);
                 enc.set_quality((u32::from(quality.min(9)) * QP2LAMBDA) as usize);

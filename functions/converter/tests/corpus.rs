@@ -428,9 +428,9 @@ fn cbr_bitrate_is_applied() {
     for bitrate in [128, 320] {
         let out = dir.path().join(format!("{bitrate}.mp3"));
         let options = TranscodeOptions {
-            encoding: Encoding::Cbr {
+            encoding: Some(Encoding::Cbr {
                 bitrate_kbps: bitrate,
-            },
+            }),
             ..Default::default()
         };
         let report = transcode(&input, &out, &options, &mut |_| {}).unwrap();
@@ -463,7 +463,7 @@ fn vbr_quality_changes_size() {
     for quality in [0, 9] {
         let out = dir.path().join(format!("q{quality}.mp3"));
         let options = TranscodeOptions {
-            encoding: Encoding::Vbr { quality },
+            encoding: Some(Encoding::Vbr { quality }),
             ..Default::default()
         };
         sizes.push(
@@ -481,11 +481,9 @@ fn mp3_source_is_stream_copied_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let input = media().join("avi_mpeg4_mp3_10s.avi");
     let out = dir.path().join("copy.mp3");
-    // The encoding option does not apply to a copy.
-    let options = TranscodeOptions {
-        encoding: Encoding::Cbr { bitrate_kbps: 64 },
-        ..Default::default()
-    };
+    // No encoding asked for: the only case in which an MP3 source is copied.
+    let options = TranscodeOptions::default();
+    assert_eq!(options.encoding, None);
     let report = transcode(&input, &out, &options, &mut |_| {}).unwrap();
     assert!(report.stream_copied);
     let src = probe(&input, false);
@@ -505,6 +503,72 @@ fn mp3_source_is_stream_copied_byte_for_byte() {
         "{}",
         dst.duration_s()
     );
+}
+
+/// An explicit encoding applies to an MP3 source too (a user asking for 64 kbit/s speech must not get the
+/// source's 192 kbit/s frames back): the audio is decoded and re-encoded at the requested bit rate.
+#[test]
+fn mp3_source_with_explicit_cbr_is_reencoded_at_that_bitrate() {
+    let _lock = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let input = media().join("avi_mpeg4_mp3_10s.avi");
+    let src = probe(&input, false);
+    assert_eq!(src.codec, "MP3");
+    assert_eq!(
+        mp3_frame_bitrate_kbps(&src.packets[0]),
+        192,
+        "the corpus file's MP3 is 192 kbit/s"
+    );
+    let out = dir.path().join("64.mp3");
+    let options = TranscodeOptions {
+        encoding: Some(Encoding::Cbr { bitrate_kbps: 64 }),
+        ..Default::default()
+    };
+    let report = transcode(&input, &out, &options, &mut |_| {}).unwrap();
+    assert!(!report.stream_copied, "{report:?}");
+    let dst = probe(&out, true);
+    assert_eq!(dst.codec, "MP3");
+    assert!(
+        (dst.duration_s() - 10.03).abs() <= tolerance(),
+        "{}",
+        dst.duration_s()
+    );
+    // Every audio frame's header says 64 kbit/s (the Xing/Info frame is not an audio packet).
+    let rates: std::collections::BTreeSet<u32> = dst
+        .packets
+        .iter()
+        .map(|p| mp3_frame_bitrate_kbps(p))
+        .collect();
+    assert_eq!(rates, [64].into(), "frame header bit rates");
+    // And the file as a whole: size over duration near 64, far from the source's 192.
+    assert!(
+        (f64::from(report.bitrate_kbps) - 64.0).abs() < 64.0 * 0.05,
+        "{report:?}"
+    );
+    let (tag, _) = xing_header(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(tag, "Info", "a CBR file's header is tagged Info");
+}
+
+/// The bit rate in kbit/s written in the header of the MPEG audio layer III frame starting `frame`.
+fn mp3_frame_bitrate_kbps(frame: &[u8]) -> u32 {
+    assert!(
+        frame.len() >= 4 && frame[0] == 0xFF && frame[1] & 0xE0 == 0xE0,
+        "not an MPEG audio frame header: {:02x?}",
+        &frame[..frame.len().min(4)]
+    );
+    let version = (frame[1] >> 3) & 0b11; // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    assert_eq!((frame[1] >> 1) & 0b11, 0b01, "layer III");
+    let index = usize::from(frame[2] >> 4);
+    const MPEG1: [u32; 15] = [
+        0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
+    const MPEG2: [u32; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+    assert!((1..15).contains(&index), "bit rate index {index}");
+    if version == 3 {
+        MPEG1[index]
+    } else {
+        MPEG2[index]
+    }
 }
 
 #[test]
