@@ -311,7 +311,7 @@ async fn a_converted_job_gets_one_email_with_the_link_duration_and_size() {
         "{text}"
     );
     assert!(text.contains("2:05"), "duration as m:ss: {text}");
-    assert!(text.contains("2.9 MB"), "size: {text}");
+    assert!(text.contains("3.0 MB"), "size: {text}");
     let subject = decode_rfc2047(&header(mail, "Subject").expect("a Subject header"));
     assert_eq!(subject, "Your MP3 is ready: Café – été.mp4", "{mail}");
     let from = header(mail, "From").expect("a From header");
@@ -331,7 +331,7 @@ async fn a_converted_job_gets_one_email_with_the_link_duration_and_size() {
             "{mime}: {body}"
         );
         assert!(body.contains("2:05"), "{mime}, duration as m:ss: {body}");
-        assert!(body.contains("2.9 MB"), "{mime}, size: {body}");
+        assert!(body.contains("3.0 MB"), "{mime}, size: {body}");
         assert!(body.contains("Café – été.mp4"), "{mime}, the name: {body}");
     }
     assert!(
