@@ -67,10 +67,12 @@ impl ServeOptions {
 ///
 /// Under AWS Lambda (`AWS_LAMBDA_RUNTIME_API` set) the same router runs through `lambda_http::run`; there a
 /// request body is capped by Lambda (about 6 MB for synchronous invokes), so large uploads need the HTTP path.
-/// An unparsable `$PORT` exits the process with status 2 (see [`crate::config::or_exit`]).
+/// An unparsable `$PORT` exits the process with status 2 (see [`crate::config::or_exit`]); a port that cannot
+/// be bound (in use, privileged) prints one line, `cannot listen on 0.0.0.0:8080 (PORT): Address already in
+/// use (os error 98)`, and exits with status 1: the setting is well-formed, the machine refused it.
 ///
 /// # Errors
-/// Binding the port fails, or the Lambda runtime reports an error.
+/// The Lambda runtime reports an error.
 pub async fn serve(router: Router) -> anyhow::Result<()> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("serving through the AWS Lambda runtime API");
@@ -81,9 +83,37 @@ pub async fn serve(router: Router) -> anyhow::Result<()> {
     let env = Env::process();
     let port = or_exit(env.or("PORT", DEFAULT_PORT));
     let options = or_exit(ServeOptions::from_env(&env));
-    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    let listener = match listen(port).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            // One line, not anyhow's `Error: ...` from `main` (which named neither the address nor PORT).
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     tracing::info!(port, "listening");
     serve_on_with(listener, router, shutdown_signal(), options).await
+}
+
+/// The port `$PORT` named could not be bound; displays as
+/// `cannot listen on 0.0.0.0:<port> (PORT): <the OS's reason>`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on 0.0.0.0:{port} (PORT): {source}")]
+pub struct ListenError {
+    /// The TCP port that was asked for.
+    pub port: u16,
+    /// Why the OS refused it (address in use, permission denied…).
+    pub source: std::io::Error,
+}
+
+/// Binds `0.0.0.0:port`, the address [`serve`] listens on.
+///
+/// # Errors
+/// [`ListenError`] naming the address and `PORT` when the OS refuses the bind.
+pub async fn listen(port: u16) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|source| ListenError { port, source })
 }
 
 /// Serves `router` on `listener` with the default [`ServeOptions`] until `shutdown` completes, then waits
