@@ -663,6 +663,43 @@ async fn the_events_output_options_win_and_the_jobs_are_the_fallback() {
     assert_eq!(app.deliver(event).await.status(), 400);
 }
 
+/// The user trial: an AVI whose audio is already 192 kbit/s MP3, uploaded with `bitrate_kbps=64`, comes
+/// back at 64 kbit/s (re-encoded), whether the option is in the event or only in the job; without any
+/// option the MP3 is stream-copied and keeps its 192 kbit/s.
+#[tokio::test]
+async fn an_mp3_source_is_reencoded_when_options_are_given_and_copied_otherwise() {
+    testkit::ensure_services();
+    let app = spawn_app(&testkit::shared_mongo_uri()).await;
+    let bytes = std::fs::read(testkit::media_corpus().join("avi_mpeg4_mp3_10s.avi")).unwrap();
+    let cbr64 = OutputOptions {
+        bitrate_kbps: Some(64),
+        vbr_quality: None,
+    };
+    let default = OutputOptions::default();
+    let mut rates = Vec::new();
+    // (job, event): both ask for 64; only the job does; nothing is asked.
+    for (job_output, event_output) in [(cbr64, cbr64), (cbr64, default), (default, default)] {
+        let event = app
+            .uploaded_bytes(&bytes, "clip.avi", job_output, event_output)
+            .await;
+        let response = app.deliver(event).await;
+        assert_eq!(response.status(), 200);
+        let reply = response.into_event().await.unwrap();
+        assert_eq!(reply.ty(), events::AUDIO_CONVERTED);
+        rates.push(
+            events::from_event::<AudioConverted>(&reply)
+                .unwrap()
+                .bitrate_kbps,
+        );
+    }
+    // Whole-file averages (size over duration, tags included): 64 kbit/s re-encodes, the 192 kbit/s copy.
+    assert!(
+        (60..=70).contains(&rates[0]) && (60..=70).contains(&rates[1]),
+        "{rates:?}"
+    );
+    assert!((185..=200).contains(&rates[2]), "{rates:?}");
+}
+
 /// Delivers two ~2 s conversions at once to a converter with `CONVERT_CONCURRENCY=concurrency`, sampling
 /// both jobs' states meanwhile; returns the most jobs seen `converting` at once, and whether a job was
 /// seen still `uploaded` (waiting for a slot) while the other converted.
