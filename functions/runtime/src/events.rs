@@ -19,7 +19,8 @@ pub const CONVERSION_FAILED: &str = "dev.vidmp3.conversion.failed";
 /// extractor ignores axum's `DefaultBodyLimit`, so handlers cap bodies with a `RequestBodyLimitLayer`.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
-/// How the MP3 is encoded. At most one field is set; none means VBR quality 2.
+/// How the MP3 is encoded. At most one field is set; none means VBR quality 2, and an MP3 source is then
+/// copied unchanged (with either field set, even `vbr_quality: 2`, it is re-encoded).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputOptions {
@@ -68,7 +69,7 @@ pub struct VideoUploaded {
     pub content_type: String,
     /// Size of the stored video in bytes.
     pub size_bytes: u64,
-    /// Requested encoding; omitted when it is the default (VBR quality 2).
+    /// Requested encoding; omitted when none was asked for (VBR quality 2; an MP3 source copied).
     #[serde(default, skip_serializing_if = "OutputOptions::is_default")]
     pub output: OutputOptions,
 }
