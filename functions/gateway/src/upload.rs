@@ -371,8 +371,8 @@ fn too_large(max: u64) -> Problem {
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!(
-            "the upload exceeds the limit of {max} bytes ({:.1} MiB)",
-            max as f64 / 1_048_576.0
+            "the upload exceeds the limit of {max} bytes ({})",
+            vidmp3_runtime::units::human_bytes(max)
         ),
     )
 }

@@ -52,7 +52,7 @@ pub fn build(
             partial,
         } => {
             let duration = format_duration(*duration_s);
-            let size = format_size(*size_bytes);
+            let size = vidmp3_runtime::units::human_bytes(*size_bytes);
             let damaged = if *partial { PARTIAL_NOTE } else { "" };
             (
                 format!("Your MP3 is ready: {name}"),
@@ -142,32 +142,8 @@ fn format_duration(seconds: f64) -> String {
     format!("{}:{:02}", total / 60, total % 60)
 }
 
-/// A size in SI units (1 KB = 1000 bytes), one decimal below 10: the same text the web page shows for
-/// the same file (`formatBytes` in `functions/gateway/web/app.js`), so the email and the page agree.
-fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KB", "MB", "GB", "TB"];
-    let mut n = bytes as f64;
-    let mut unit = 0;
-    while n >= 1000.0 && unit < UNITS.len() - 1 {
-        n /= 1000.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{bytes} bytes"),
-        _ if n < 10.0 => format!("{n:.1} {}", UNITS[unit]),
-        _ => format!("{n:.0} {}", UNITS[unit]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn sizes_read_as_on_the_web_page() {
-        assert_eq!(super::format_size(999), "999 bytes");
-        assert_eq!(super::format_size(241_495), "241 KB");
-        assert_eq!(super::format_size(3_000_000), "3.0 MB");
-        assert_eq!(super::format_size(1_400_000_000), "1.4 GB");
-    }
 
     use super::*;
 

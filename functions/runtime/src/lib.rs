@@ -9,6 +9,7 @@
 //! - [`jwt`]: issuing and verifying the HS256 JWTs shared by auth and gateway.
 //! - [`events`]: typed CloudEvents of the event contract (`eventing/schemas/`).
 //! - [`jobs`]: the `jobs` collection and GridFS bucket names shared by gateway, converter, notification.
+//! - [`units`]: sizes as people read them (SI units, as the web page shows them).
 
 pub mod config;
 pub mod db;
@@ -19,5 +20,6 @@ pub mod jwt;
 pub mod problem;
 pub mod serve;
 pub mod telemetry;
+pub mod units;
 
 pub use problem::{Problem, ProblemQuery};
