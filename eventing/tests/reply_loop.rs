@@ -7,6 +7,8 @@
 //! subscriber added to the manifests without an entry there fails the check, so whoever adds one
 //! has to say what it answers.
 
+mod common;
+
 use eventing::{Topology, Trigger};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -103,25 +105,9 @@ fn project_manifests_with(extra: &str) -> Topology {
     Topology::from_sources(&sources).expect("valid manifests")
 }
 
+/// A Trigger in the project's namespace and Broker, as an operator might add one.
 fn extra_trigger(name: &str, ty: Option<&str>, subscriber: &str) -> String {
-    let filter = ty
-        .map(|t| format!("  filter:\n    attributes:\n      type: {t}\n"))
-        .unwrap_or_default();
-    format!(
-        "apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata:
-  name: {name}
-  namespace: vidmp3
-spec:
-  broker: default
-{filter}  subscriber:
-    ref:
-      apiVersion: serving.knative.dev/v1
-      kind: Service
-      name: {subscriber}
-"
-    )
+    common::trigger_yaml("vidmp3", name, ty, subscriber, None, 1)
 }
 
 #[test]

@@ -45,6 +45,7 @@ use mongodb::gridfs::GridFsBucket;
 use mongodb::options::ReturnDocument;
 use tokio::sync::Semaphore;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tokio_util::task::AbortOnDropHandle;
 use vidmp3_runtime::config::{ConfigError, Env, MongoSettings};
 use vidmp3_runtime::events::{
     self, AudioConverted, ConversionFailed, OutputOptions, VideoUploaded,
@@ -343,16 +344,6 @@ fn encoding(event: &OutputOptions, job: &OutputOptions) -> Option<Encoding> {
     }
 }
 
-/// Aborts a spawned task when dropped, so the heartbeat stops however the conversion ends: a return, an
-/// early `?`, a panic, or the conversion's future being dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn convert(
     state: &AppState,
     job: &Job,
@@ -363,7 +354,9 @@ async fn convert(
         .ok_or_else(|| Failure::Permanent(TranscodeError::EmptyFile))?;
     // Renew the lease from the start: spooling a big video can take longer than LEASE_MS by itself.
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(0.0f64);
-    let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+    // Aborted when dropped, so the heartbeat stops however the conversion ends: a return, an early `?`,
+    // a panic, or the conversion's future being dropped.
+    let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat(
         state.db.clone(),
         job.id.clone(),
         progress_rx,
@@ -601,7 +594,7 @@ mod tests {
     async fn a_dropped_guard_stops_its_task() {
         let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = ticks.clone();
-        let guard = AbortOnDrop(tokio::spawn(async move {
+        let guard = AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5)).await;
